@@ -1,0 +1,41 @@
+"""Every default and environment variable of chainlake, in one place."""
+
+from __future__ import annotations
+
+import os
+
+from ingestion.devnet import DEFAULT_HOST, DEFAULT_PORT, DEVNET_CHAIN_ID
+
+ENV_RPC_URL = "CHAINLAKE_RPC_URL"
+ENV_LAKE_URI = "CHAINLAKE_LAKE_URI"
+
+DEFAULT_RPC_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # the embedded devnet
+DEFAULT_LAKE_URI = "./lake"
+
+# Admission control: at most this many blocks per streaming micro-batch. Each micro-batch is
+# collected on the driver and committed as one range-replace per table, so this bounds memory.
+DEFAULT_MAX_BLOCKS_PER_TRIGGER = 2_000
+# Blocks per Spark task (one input partition = one contiguous block range).
+DEFAULT_BLOCKS_PER_PARTITION = 250
+# Blocks per JSON-RPC round trip inside a task (blocks + their receipts, batched).
+DEFAULT_RPC_BLOCKS_PER_REQUEST = 25
+
+# Blocks kept back from the head, per chain id: deep enough that a reorg beyond it is
+# exceptional. Unknown chains use DEFAULT_CONFIRMATIONS.
+CONFIRMATIONS_BY_CHAIN: dict[int, int] = {
+    1: 64,  # Ethereum mainnet: two epochs, finality in practice
+    DEVNET_CHAIN_ID: 0,  # local devnet: no reorgs unless a test makes them
+}
+DEFAULT_CONFIRMATIONS = 64
+
+
+def default_confirmations(chain_id: int) -> int:
+    return CONFIRMATIONS_BY_CHAIN.get(chain_id, DEFAULT_CONFIRMATIONS)
+
+
+def rpc_url_from_env() -> str:
+    return os.environ.get(ENV_RPC_URL) or DEFAULT_RPC_URL
+
+
+def lake_uri_from_env() -> str:
+    return os.environ.get(ENV_LAKE_URI) or DEFAULT_LAKE_URI

@@ -1,0 +1,358 @@
+"""The `evm` Spark data source: EVM blocks, transactions and logs read over JSON-RPC.
+
+Batch::
+
+    spark.read.format("evm").option("rpc_url", url).option("start_block", 0)
+         .option("end_block", 1000).option("dataset", "transactions").load()
+
+Stream (offsets are block numbers; ``availableNow`` drains the backlog in bounded batches)::
+
+    spark.readStream.format("evm").option("rpc_url", url).option("start_block", 0)
+         .option("dataset", "bundle").load()
+         .writeStream.trigger(availableNow=True)...
+
+Options
+    rpc_url                  required; http(s) JSON-RPC endpoint (credentials are never logged)
+    start_block              first block, inclusive (default 0)
+    end_block                last block, exclusive; batch default and stream cap: the safe head
+    dataset                  blocks | transactions | logs | bundle (default blocks); ``bundle`` is
+                             one row per block with its transactions and logs nested, so one
+                             fetch feeds all three bronze tables
+    confirmations            blocks kept back from the head (default per chain, see settings)
+    chain_id                 expected chain id; a node reporting another one fails the query
+    max_blocks_per_trigger   admission control: blocks per micro-batch (streams)
+    blocks_per_partition     blocks per Spark task
+    rpc_blocks_per_request   blocks per batched JSON-RPC round trip inside a task
+    rpc_timeout_s, rpc_max_retries, rpc_max_batch_size, rpc_requests_per_second
+                             JSON-RPC client tuning (see ingestion.rpc)
+
+Schemas: ``ingestion.schemas`` (one declaration per table). ``read()`` is deterministic: a
+partition is a fixed block range ``[start, end)`` and yields exactly those blocks, or fails with
+an error naming the block; a block the node does not have is never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+
+import pyarrow as pa
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceReader,
+    DataSourceStreamReader,
+    InputPartition,
+)
+from pyspark.sql.streaming.datasource import (
+    ReadAllAvailable,
+    ReadLimit,
+    ReadMaxRows,
+    SupportsTriggerAvailableNow,
+)
+from pyspark.sql.types import StructType
+
+from ingestion import settings
+from ingestion.schemas import BUNDLE_NAME, DATASETS, arrow_schema_of, spark_schema
+
+log = logging.getLogger("chainlake.source")
+
+OFFSET_KEY = "block_number"  # stream offset: the next block to read
+
+
+class SourceOptionError(ValueError):
+    """An option of the `evm` source is missing or invalid."""
+
+
+class BlockNotAvailableError(RuntimeError):
+    """A requested block is beyond what the node can serve (head minus confirmations)."""
+
+
+class InconsistentChainError(RuntimeError):
+    """The node's blocks did not link up while a range was read (a reorg under our feet)."""
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Validated options of the `evm` source. Plain values only: pickled into every task."""
+
+    rpc_url: str
+    start_block: int = 0
+    end_block: int | None = None
+    dataset: str = "blocks"
+    confirmations: int | None = None
+    chain_id: int | None = None
+    max_blocks_per_trigger: int = settings.DEFAULT_MAX_BLOCKS_PER_TRIGGER
+    blocks_per_partition: int = settings.DEFAULT_BLOCKS_PER_PARTITION
+    rpc_blocks_per_request: int = settings.DEFAULT_RPC_BLOCKS_PER_REQUEST
+    rpc_timeout_s: float = 30.0
+    rpc_max_retries: int = 6
+    rpc_max_batch_size: int = 100
+    rpc_requests_per_second: float | None = None
+
+    @classmethod
+    def parse(cls, options: Mapping[str, str]) -> SourceOptions:
+        """Parse Spark's string options (case-insensitive keys), naming any bad one."""
+        given = {k.lower(): v for k, v in options.items() if v is not None and v != ""}
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(given) - set(known) - {"path"})
+        if unknown:
+            raise SourceOptionError(f"unknown option(s) {unknown}; known: {sorted(known)}")
+        if "rpc_url" not in given:
+            raise SourceOptionError("option 'rpc_url' is required")
+        values: dict[str, object] = {"rpc_url": given["rpc_url"]}
+        for name, raw in given.items():
+            if name in ("rpc_url", "path"):
+                continue
+            kind = known[name].type
+            try:
+                if name == "dataset":
+                    values[name] = raw
+                elif "float" in str(kind):
+                    values[name] = float(raw)
+                else:
+                    values[name] = int(raw)
+            except ValueError:
+                raise SourceOptionError(f"option {name!r} must be a number, got {raw!r}") from None
+        opts = cls(**values)  # type: ignore[arg-type]
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        if not self.rpc_url.startswith(("http://", "https://")):
+            raise SourceOptionError("option 'rpc_url' must be an http:// or https:// URL")
+        if self.dataset not in DATASETS:
+            raise SourceOptionError(
+                f"option 'dataset' must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.start_block < 0:
+            raise SourceOptionError(f"start_block must be >= 0, got {self.start_block}")
+        if self.end_block is not None and self.end_block <= self.start_block:
+            raise SourceOptionError(
+                f"end_block ({self.end_block}) must be greater than start_block "
+                f"({self.start_block}); the range is [start_block, end_block)")
+        for name in ("max_blocks_per_trigger", "blocks_per_partition", "rpc_blocks_per_request",
+                     "rpc_max_batch_size"):
+            if getattr(self, name) < 1:
+                raise SourceOptionError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.confirmations is not None and self.confirmations < 0:
+            raise SourceOptionError(f"confirmations must be >= 0, got {self.confirmations}")
+        if self.rpc_max_retries < 0:
+            raise SourceOptionError(f"rpc_max_retries must be >= 0, got {self.rpc_max_retries}")
+
+    def as_spark_options(self) -> dict[str, str]:
+        """The options as Spark strings, omitting unset ones (inverse of ``parse``)."""
+        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+
+    def client(self):
+        from ingestion.rpc import RpcClient
+
+        return RpcClient(
+            self.rpc_url,
+            timeout_s=self.rpc_timeout_s,
+            max_retries=self.rpc_max_retries,
+            max_batch_size=self.rpc_max_batch_size,
+            requests_per_second=self.rpc_requests_per_second,
+        )
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """What the driver learnt from the node: its chain id and how far we may read."""
+
+    chain_id: int
+    head: int
+    confirmations: int
+
+    @property
+    def safe_end(self) -> int:
+        """Exclusive end of the blocks we may read: head - confirmations + 1 (may be 0)."""
+        return max(0, self.head - self.confirmations + 1)
+
+
+def observe_chain(opts: SourceOptions) -> ChainView:
+    """Ask the node for its chain id (checked against ``chain_id``) and head."""
+    with opts.client() as client:
+        chain_id = client.check_chain_id(opts.chain_id)
+        head = client.block_number()
+    confirmations = (opts.confirmations if opts.confirmations is not None
+                     else settings.default_confirmations(chain_id))
+    return ChainView(chain_id=chain_id, head=head, confirmations=confirmations)
+
+
+class BlockRange(InputPartition):
+    """One Spark task: blocks ``[start, end)`` of chain ``chain_id``."""
+
+    def __init__(self, start: int, end: int, chain_id: int) -> None:
+        super().__init__((start, end))
+        self.start = start
+        self.end = end
+        self.chain_id = chain_id
+
+    def __repr__(self) -> str:
+        return f"BlockRange([{self.start}, {self.end}), chain {self.chain_id})"
+
+
+def split_range(start: int, end: int, size: int, chain_id: int) -> list[BlockRange]:
+    return [BlockRange(a, min(a + size, end), chain_id) for a in range(start, end, size)]
+
+
+def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iterator[pa.RecordBatch]:
+    """Fetch and convert blocks ``[part.start, part.end)``: the body of every task.
+
+    Blocks are fetched in round trips of ``rpc_blocks_per_request``; each chunk must link to
+    the previous one by parent hash, or (a reorg while reading) the partition is read again.
+    """
+    from ingestion.transform import TransformError, dataset_batch
+
+    last_error: Exception | None = None
+    for _ in range(attempts):
+        batches: list[pa.RecordBatch] = []
+        previous_hash: str | None = None
+        try:
+            with opts.client() as client:
+                client.check_chain_id(part.chain_id)
+                for a in range(part.start, part.end, opts.rpc_blocks_per_request):
+                    b = min(a + opts.rpc_blocks_per_request, part.end)
+                    raw = client.fetch_raw_blocks(a, b)
+                    previous_hash = _check_links(raw, a, b, previous_hash)
+                    batches.append(dataset_batch(opts.dataset, part.chain_id, raw))
+        except (InconsistentChainError, TransformError) as err:
+            # TransformError covers a receipt from another fork than its block: also a reorg.
+            last_error = err
+            log.warning("re-reading blocks [%d, %d): %s", part.start, part.end, err)
+            continue
+        yield from batches
+        return
+    raise InconsistentChainError(
+        f"blocks [{part.start}, {part.end}) could not be read consistently after {attempts} "
+        f"attempts: {last_error}")
+
+
+def _check_links(raw: list, start: int, end: int, previous_hash: str | None) -> str | None:
+    """Verify numbers are exactly ``[start, end)`` and parent hashes link; return the last hash."""
+    if len(raw) != end - start:
+        raise InconsistentChainError(f"asked for blocks [{start}, {end}), got {len(raw)} blocks")
+    for expected, item in zip(range(start, end), raw, strict=True):
+        block = item.block
+        number = int(block["number"], 16)
+        if number != expected:
+            raise InconsistentChainError(f"asked for block {expected}, node returned {number}")
+        if previous_hash is not None and block["parentHash"].lower() != previous_hash:
+            raise InconsistentChainError(
+                f"block {number} parent {block['parentHash']} is not the hash {previous_hash} "
+                f"of block {number - 1} read just before")
+        previous_hash = block["hash"].lower()
+    return previous_hash
+
+
+class EvmDataSource(DataSource):
+    """Spark data source ``evm``: see the module docstring for options and datasets."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "evm"
+
+    def __init__(self, options: dict[str, str]) -> None:
+        super().__init__(options)
+        self.opts = SourceOptions.parse(options)  # fail fast, before any task starts
+
+    def schema(self) -> StructType:
+        return spark_schema(arrow_schema_of(self.opts.dataset))
+
+    def reader(self, schema: StructType) -> DataSourceReader:
+        return EvmBatchReader(self.opts)
+
+    def streamReader(self, schema: StructType) -> DataSourceStreamReader:
+        return EvmStreamReader(self.opts)
+
+
+class EvmBatchReader(DataSourceReader):
+    """Reads exactly ``[start_block, end_block)``; ``end_block`` defaults to the safe head."""
+
+    def __init__(self, opts: SourceOptions) -> None:
+        self.opts = opts
+
+    def partitions(self) -> list[BlockRange]:
+        view = observe_chain(self.opts)
+        end = self.opts.end_block if self.opts.end_block is not None else view.safe_end
+        if end > view.safe_end:
+            raise BlockNotAvailableError(
+                f"end_block {end} is beyond what the node can serve: head is {view.head} with "
+                f"{view.confirmations} confirmations, so the last readable block is "
+                f"{view.safe_end - 1}")
+        return split_range(self.opts.start_block, end, self.opts.blocks_per_partition,
+                           view.chain_id)
+
+    def read(self, partition: BlockRange) -> Iterator[pa.RecordBatch]:
+        yield from read_range(self.opts, partition)
+
+
+class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Offsets ``{"block_number": n}`` = next block to read. Bounded by ``max_blocks_per_trigger``.
+
+    The constructor runs in more than one driver process, so it opens no connection; the node
+    is asked lazily, from ``latestOffset`` / ``prepareForTriggerAvailableNow``.
+    """
+
+    def __init__(self, opts: SourceOptions) -> None:
+        self.opts = opts
+        self._view: ChainView | None = None
+        self._target: int | None = None  # availableNow: exclusive end captured at query start
+
+    def _observe(self) -> ChainView:
+        self._view = observe_chain(self.opts)
+        return self._view
+
+    def _readable_end(self, view: ChainView) -> int:
+        end = view.safe_end
+        return end if self.opts.end_block is None else min(end, self.opts.end_block)
+
+    def initialOffset(self) -> dict:
+        return {OFFSET_KEY: self.opts.start_block}
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.opts.max_blocks_per_trigger)
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self._target = self._readable_end(self._observe())
+        log.info("availableNow target: blocks before %d", self._target)
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        begin = int(start[OFFSET_KEY])
+        end = self._target if self._target is not None else self._readable_end(self._observe())
+        if isinstance(limit, ReadMaxRows):
+            end = min(end, begin + limit.max_rows)
+        elif not isinstance(limit, ReadAllAvailable):
+            raise ValueError(f"unsupported read limit {limit!r}")
+        return {OFFSET_KEY: max(begin, end)}
+
+    def reportLatestOffset(self) -> dict | None:
+        if self._view is None:
+            return None
+        return {OFFSET_KEY: self._readable_end(self._view)}
+
+    def partitions(self, start: dict, end: dict) -> list[BlockRange]:
+        begin, stop = int(start[OFFSET_KEY]), int(end[OFFSET_KEY])
+        if stop <= begin:
+            return []
+        view = self._view or self._observe()
+        return split_range(begin, stop, self.opts.blocks_per_partition, view.chain_id)
+
+    def read(self, partition: BlockRange) -> Iterator[pa.RecordBatch]:
+        yield from read_range(self.opts, partition)
+
+    def commit(self, end: dict) -> None:
+        log.debug("committed blocks before %s", end.get(OFFSET_KEY))
+
+
+__all__ = [
+    "BUNDLE_NAME",
+    "BlockNotAvailableError",
+    "BlockRange",
+    "ChainView",
+    "EvmDataSource",
+    "InconsistentChainError",
+    "SourceOptionError",
+    "SourceOptions",
+    "observe_chain",
+]
