@@ -6,19 +6,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick lint bench clean
+.PHONY: setup demo dev test test-quick lint bench clean
 
 $(STAMP): pyproject.toml package.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/chainlake demo
+	$(BIN)/python -m assets.demo
+
+dev: setup
+	$(BIN)/python -m assets.dev
 
 test: setup
 	$(BIN)/python -m pytest
@@ -31,6 +34,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/dagster_backfill.py
 
 clean:
-	rm -rf lake .pytest_cache .ruff_cache
+	rm -rf lake .dagster_home .pytest_cache .ruff_cache

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from ingestion import settings
@@ -42,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     devnet = sub.add_parser("devnet", help="run the local devnet with traffic, in the foreground")
     devnet.add_argument("--port", type=_positive, default=8545)
+    devnet.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (0.0.0.0 only inside a container)")
     devnet.add_argument("--blocks", type=_non_negative, default=200,
                         help="blocks to mine before following (default 200)")
     devnet.add_argument("--hardfork", default="prague")
@@ -66,10 +67,53 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cap on JSON-RPC requests per second per task")
     ingest.add_argument("--spark-master", default=None, help="default local[2,3]")
 
-    demo = sub.add_parser("demo", help="devnet + traffic + ingest + summary, then stop")
-    demo.add_argument("--blocks", type=_positive, default=120)
-    demo.add_argument("--lake", default=None)
+    validate = sub.add_parser(
+        "validate", help="check block continuity of the bronze tables (great-expectations)",
+        description="Run the continuity suite over blocks [A, B) and the block before A: exit 0 "
+                    "when every expectation holds, 1 naming the offending blocks otherwise.")
+    add_lake_range_arguments(validate)
+    validate.add_argument("--chain-id", type=_non_negative, default=None,
+                          help="chain id every row must carry (default: that of most blocks)")
+    validate.add_argument("--max-examples", type=_positive, default=20,
+                          help="offending block numbers named per expectation (default 20)")
+
     return parser
+
+
+def add_lake_range_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--lake``, ``--start-block``, ``--end-block``: a block range of an existing lake."""
+    parser.add_argument("--lake", default=None,
+                        help=f"lake root URI (default ${settings.ENV_LAKE_URI} or ./lake)")
+    parser.add_argument("--start-block", type=_non_negative, default=None,
+                        help="first block (default: the lowest stored block)")
+    parser.add_argument("--end-block", type=_non_negative, default=None,
+                        help="exclusive (default: one past the highest stored block)")
+
+
+def lake_and_range(args: argparse.Namespace):
+    """The lake and ``[start, end)`` named by :func:`add_lake_range_arguments`; ``CliError`` when
+    the range is empty or the lake holds no bronze tables. Bounds left out stay ``None``."""
+    from ingestion.sink import BronzeLake
+
+    start, end = args.start_block, args.end_block
+    if start is not None and end is not None and end <= start:
+        raise CliError(f"end-block ({end}) must be greater than start-block ({start})")
+    lake = BronzeLake(args.lake or settings.lake_uri_from_env())
+    if lake.table("blocks") is None:
+        raise CliError(f"no bronze tables at {lake.root} (nothing ingested there yet?)")
+    return lake, start, end
+
+
+def validate_lake(lake, start: int | None, end: int | None, *, chain_id: int | None = None,
+                  max_examples: int = 20):
+    """Run the continuity suite; a range with nothing stored is a ``CliError``. Returns the
+    :class:`ingestion.continuity.ContinuityReport` (``.offending_blocks`` lists what failed)."""
+    from ingestion.continuity import validate_range
+
+    try:
+        return validate_range(lake, start, end, chain_id=chain_id, max_examples=max_examples)
+    except ValueError as err:  # NothingToValidate, or a range that ends before it starts
+        raise CliError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"devnet": cmd_devnet, "ingest": cmd_ingest, "demo": cmd_demo}[args.command](args)
+        return {"devnet": cmd_devnet, "ingest": cmd_ingest,
+                "validate": cmd_validate}[args.command](args)
     except CliError as err:
         print(f"chainlake {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -89,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_devnet(args: argparse.Namespace) -> int:
     from ingestion.traffic import run_devnet
 
-    run_devnet(args.port, args.blocks, hardfork=args.hardfork, follow=True)
+    run_devnet(args.port, args.blocks, hardfork=args.hardfork, follow=True, host=args.host)
     return 0
 
 
@@ -105,6 +150,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return ingest_and_report(opts, args.lake or settings.lake_uri_from_env(), args.spark_master)
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    lake, start, end = lake_and_range(args)
+    report = validate_lake(lake, start, end, chain_id=args.chain_id, max_examples=args.max_examples)
+    print(report.render(), flush=True)
+    return 0 if report.success else EXIT_FAILED
+
+
 def _source_options(**values):
     from ingestion.source import SourceOptionError, SourceOptions
 
@@ -117,7 +169,7 @@ def _source_options(**values):
 
 
 def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None) -> int:
-    """Preflight, run, print progress and a summary. Shared by ``ingest`` and ``demo``."""
+    """Preflight, run, print progress and a summary."""
     from ingestion.ingest import explain_failure, preflight, run_ingest
     from ingestion.rpc import RpcError, redact_url
     from ingestion.sink import BronzeLake
@@ -162,42 +214,6 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None) -> i
     for name, version in result.versions().items():
         print(f"  {lake.table_uri(name)}  (Delta version {version})")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default end to end: devnet, traffic, ingest, summary; stops what it started."""
-    from ingestion.devnet import Devnet, free_port
-    from ingestion.traffic import generate_coverage, generate_load
-
-    lake_uri = args.lake or settings.lake_uri_from_env()
-    with Devnet(port=free_port(), log_path=None) as devnet:
-        print(f"chainlake demo: devnet at {devnet.url}", flush=True)
-        report = generate_coverage(devnet.url)
-        remaining = max(0, args.blocks - devnet.head())
-        if remaining:
-            generate_load(devnet.url, blocks=remaining, txs_per_block=10)
-        print(f"chainlake demo: chain has {devnet.head() + 1} blocks "
-              f"({report.transactions} coverage transactions of every type)", flush=True)
-        opts = _source_options(rpc_url=devnet.url, start_block=0, end_block=devnet.head() + 1,
-                               max_blocks_per_trigger=50)
-        started = time.monotonic()
-        code = ingest_and_report(opts, lake_uri)
-    if code == 0:
-        _print_query_hint(lake_uri, time.monotonic() - started)
-    return code
-
-
-def _print_query_hint(lake_uri: str, seconds: float) -> None:
-    from ingestion.sink import BronzeLake
-
-    lake = BronzeLake(lake_uri)
-    counts = {name: lake.read(name).num_rows for name in ("blocks", "transactions", "logs")}
-    print(f"chainlake demo: bronze tables hold {counts['blocks']:,} blocks, "
-          f"{counts['transactions']:,} transactions, {counts['logs']:,} logs ({seconds:.0f}s)")
-    print("Query them, e.g. with Polars:\n"
-          f"  .venv/bin/python -c \"import polars as pl; "
-          f"print(pl.read_delta('{lake.table_uri('transactions')}')"
-          f".group_by('transaction_type').len())\"")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,6 +75,8 @@ class Devnet:
     """
 
     port: int = DEFAULT_PORT
+    # 0.0.0.0 only inside a container (docker/compose.yaml); clients always use loopback here.
+    host: str = DEFAULT_HOST
     hardfork: str = DEFAULT_HARDFORK
     chain_id: int = DEVNET_CHAIN_ID
     block_time: float | None = None  # None: mine on demand (automine)
@@ -89,7 +91,7 @@ class Devnet:
     def command(self) -> list[str]:
         cmd = [
             find_anvil(),
-            "--host", DEFAULT_HOST,
+            "--host", self.host,
             "--port", str(self.port),
             "--chain-id", str(self.chain_id),
             "--hardfork", self.hardfork,

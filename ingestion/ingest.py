@@ -12,12 +12,15 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion.sink import BronzeLake
+from ingestion.checkpoint import resume_point
+from ingestion.reorg import find_divergence
+from ingestion.schemas import TABLES
+from ingestion.sink import WRITE_ORDER, BronzeLake
 from ingestion.source import BUNDLE_NAME, ChainView, SourceOptions, observe_chain
 
 log = logging.getLogger("chainlake.ingest")
@@ -37,6 +40,16 @@ class BatchProgress:
         return self.end - self.start
 
 
+@dataclass(frozen=True)
+class ReorgRepair:
+    """A reorg found below the stored tip and repaired before the run went on."""
+
+    ancestor: int  # last block common to the lake and the node's chain
+    depth: int  # stored blocks that were not on the node's chain
+    replaced: tuple[int, int]  # blocks [a, b) re-ingested from the node's chain
+    removed: tuple[int, int] | None  # blocks [a, b) dropped: beyond the new chain's safe head
+
+
 @dataclass
 class IngestResult:
     start_block: int
@@ -44,6 +57,8 @@ class IngestResult:
     chain: ChainView
     batches: list[BatchProgress] = field(default_factory=list)
     seconds: float = 0.0
+    reorg: ReorgRepair | None = None
+    rewound_to: int | None = None  # the checkpoint was ahead of the lake: restarted here
 
     @property
     def blocks(self) -> int:
@@ -84,18 +99,35 @@ def run_ingest(
     *,
     scope: str | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    check_reorgs: bool = True,
 ) -> IngestResult:
     """Run one ``availableNow`` query over ``[opts.start_block, opts.end_block)``.
 
     Stops at ``end_block`` or at the safe head captured when the run began, whichever is lower.
+    First, if the lake's stored tip is no longer on the node's chain, the reorged blocks are
+    re-ingested (see ``repair_reorg``); if the scope's checkpoint claims blocks the lake lacks,
+    it is rewound (see ``ingestion.checkpoint``).
     """
-    opts = SourceOptions(**{**opts.__dict__, "dataset": BUNDLE_NAME})
+    opts = replace(opts, dataset=BUNDLE_NAME)
     view = preflight(opts)
-    target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
-    result = IngestResult(start_block=opts.start_block, target_end=target, chain=view)
     started = time.monotonic()
+    reorg = repair_reorg(spark, opts, lake, view) if check_reorgs else None
+    checkpoint = lake.checkpoint_uri(scope or default_scope(opts.start_block, opts.end_block))
+    rewound_to = resume_point(lake, checkpoint, opts.start_block)
+    if rewound_to is not None:
+        opts = replace(opts, start_block=rewound_to)
+    target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
+    result = IngestResult(start_block=opts.start_block, target_end=target, chain=view,
+                          reorg=reorg, rewound_to=rewound_to)
 
     def write_batch(df, batch_id: int) -> None:
+        # The query id survives restarts on the same checkpoint; a replayed batch that the lake
+        # already recorded (crash after the last commit, before Spark's) is skipped.
+        app_id = "chainlake-" + (spark.sparkContext.getLocalProperty("sql.streaming.queryId") or "")
+        committed = lake.committed_batch(app_id)
+        if committed is not None and committed >= batch_id:
+            log.info("batch %d already committed to the lake; skipping the replay", batch_id)
+            return
         bundle: pa.Table = df.toArrow()
         if bundle.num_rows == 0:
             return
@@ -104,7 +136,7 @@ def run_ingest(
         if bundle.num_rows != end - start:  # the source guarantees contiguous ranges
             raise RuntimeError(f"batch {batch_id}: {bundle.num_rows} blocks for range "
                                f"[{start}, {end}); refusing to write a range with gaps")
-        written = lake.write_bundle(bundle, start, end)
+        written = lake.write_bundle(bundle, start, end, app_transaction=(app_id, batch_id))
         progress = BatchProgress(
             batch_id=batch_id, start=start, end=end,
             rows={name: w.rows for name, w in written.items()},
@@ -115,7 +147,6 @@ def run_ingest(
         if on_batch is not None:
             on_batch(progress)
 
-    checkpoint = lake.checkpoint_uri(scope or default_scope(opts.start_block, opts.end_block))
     query = (
         spark.readStream.format("evm")
         .options(**opts.as_spark_options())
@@ -135,6 +166,60 @@ def run_ingest(
             query.stop()
     result.seconds = time.monotonic() - started
     return result
+
+
+def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end: int,
+                   on_batch: Callable[[BatchProgress], None] | None = None) -> list[BatchProgress]:
+    """Batch-read blocks ``[start, end)`` from the node and range-replace them in the lake.
+
+    No checkpoint: used to repair (reorgs, ``chainlake repair``), where the range is known.
+    Chunks of ``max_blocks_per_trigger`` bound memory like the stream's micro-batches.
+    """
+    done: list[BatchProgress] = []
+    started = time.monotonic()
+    for a in range(start, end, opts.max_blocks_per_trigger):
+        b = min(a + opts.max_blocks_per_trigger, end)
+        chunk = replace(opts, dataset=BUNDLE_NAME, start_block=a, end_block=b)
+        bundle = spark.read.format("evm").options(**chunk.as_spark_options()).load().toArrow()
+        written = lake.write_bundle(bundle, a, b)
+        progress = BatchProgress(
+            batch_id=len(done), start=a, end=b,
+            rows={name: w.rows for name, w in written.items()},
+            versions={name: w.version for name, w in written.items()},
+            seconds=time.monotonic() - started)
+        done.append(progress)
+        if on_batch is not None:
+            on_batch(progress)
+    return done
+
+
+def repair_reorg(spark, opts: SourceOptions, lake: BronzeLake, view: ChainView
+                 ) -> ReorgRepair | None:
+    """If the stored tip is off the node's chain, re-ingest from the common ancestor.
+
+    Blocks above the ancestor are replaced with the node's up to its safe head; stored blocks
+    beyond the safe head (a shorter new chain) are removed, to be ingested when they are safe.
+    """
+    with opts.client() as client:
+        divergence = find_divergence(lake, client, head=view.head)
+    if divergence is None:
+        return None
+    first, stored_end = divergence.first_replaced, divergence.stored_tip + 1
+    replace_end = min(stored_end, view.safe_end)
+    options = replace(opts, confirmations=view.confirmations, chain_id=view.chain_id)
+    if replace_end > first:
+        reingest_range(spark, options, lake, first, replace_end)
+    removed = None
+    if replace_end < stored_end:
+        start = max(first, replace_end)
+        for name in WRITE_ORDER:
+            lake.replace_range(name, TABLES[name].arrow_schema.empty_table(), start, stored_end)
+        removed = (start, stored_end)
+    repair = ReorgRepair(ancestor=divergence.ancestor, depth=divergence.depth,
+                         replaced=(first, max(first, replace_end)), removed=removed)
+    log.warning("reorg of depth %d repaired: re-ingested blocks [%d, %d)%s", repair.depth,
+                *repair.replaced, f", removed [{removed[0]}, {removed[1]})" if removed else "")
+    return repair
 
 
 # Errors raised inside Spark tasks reach the driver wrapped in Java and Python tracebacks.

@@ -39,3 +39,26 @@ def rpc_url_from_env() -> str:
 
 def lake_uri_from_env() -> str:
     return os.environ.get(ENV_LAKE_URI) or DEFAULT_LAKE_URI
+
+
+# Dagster partitions: fixed block ranges. Mainnet-sized by default; small on the devnet so the
+# demo and tests show several partitions.
+ENV_PARTITION_SIZE = "CHAINLAKE_PARTITION_SIZE"
+ENV_START_BLOCK = "CHAINLAKE_START_BLOCK"
+DEFAULT_PARTITION_SIZE = 100_000
+DEVNET_PARTITION_SIZE = 1_000
+
+
+def partition_size_from_env() -> int:
+    explicit = os.environ.get(ENV_PARTITION_SIZE)
+    if explicit:
+        size = int(explicit)
+        if size < 1:
+            raise ValueError(f"{ENV_PARTITION_SIZE} must be >= 1, got {size}")
+        return size
+    return DEVNET_PARTITION_SIZE if rpc_url_from_env() == DEFAULT_RPC_URL else DEFAULT_PARTITION_SIZE
+
+
+def start_block_from_env() -> int:
+    """First block the deployment ingests (partitions start at the range holding it)."""
+    return int(os.environ.get(ENV_START_BLOCK) or 0)

@@ -40,7 +40,7 @@ from eth_account.typed_transactions.base import TRUSTED_SETUP
 from eth_utils import keccak, to_checksum_address
 
 from ingestion import contracts
-from ingestion.devnet import Devnet
+from ingestion.devnet import DEFAULT_HOST, Devnet
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 GWEI = 10**9
@@ -610,7 +610,8 @@ def _stop_on_signal(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_devnet(port: int, blocks: int, *, hardfork: str = "prague", follow: bool = True) -> None:
+def run_devnet(port: int, blocks: int, *, hardfork: str = "prague", follow: bool = True,
+               host: str = DEFAULT_HOST) -> None:
     """Start anvil on ``port``, mine coverage traffic, then light load until block ``blocks``;
     print the URL and a summary; if ``follow``, mine a block with a little traffic every ~2 s
     until Ctrl-C or SIGTERM. anvil is always stopped on the way out."""
@@ -619,7 +620,7 @@ def run_devnet(port: int, blocks: int, *, hardfork: str = "prague", follow: bool
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _stop_on_signal)
                 for sig in (signal.SIGINT, signal.SIGTERM) if in_main_thread}
-    devnet = Devnet(port=port, hardfork=hardfork)
+    devnet = Devnet(port=port, hardfork=hardfork, host=host)
     try:
         devnet.start()
         coverage = generate_coverage(devnet.url)

@@ -1,0 +1,73 @@
+"""Dagster resources: thin configuration over ``ingestion`` (RPC node, Spark, lake)."""
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from ingestion import settings
+from ingestion.sink import BronzeLake
+from ingestion.source import ChainView, SourceOptions, observe_chain
+
+
+class RpcResource(dg.ConfigurableResource):
+    """The JSON-RPC node and how hard to read it."""
+
+    url: str = Field(description="JSON-RPC URL (from CHAINLAKE_RPC_URL; the devnet by default).")
+    chain_id: int | None = Field(default=None, description="Expected chain id; fail on another.")
+    confirmations: int | None = Field(
+        default=None, description="Blocks kept back from the head (default per chain).")
+    requests_per_second: float | None = Field(
+        default=None, description="Cap on JSON-RPC calls per second, per Spark task.")
+    max_blocks_per_trigger: int = Field(default=settings.DEFAULT_MAX_BLOCKS_PER_TRIGGER)
+    blocks_per_partition: int = Field(default=settings.DEFAULT_BLOCKS_PER_PARTITION,
+                                      description="Blocks per Spark task.")
+
+    def source_options(self, start_block: int, end_block: int | None) -> SourceOptions:
+        opts = SourceOptions(
+            rpc_url=self.url, start_block=start_block, end_block=end_block,
+            confirmations=self.confirmations, chain_id=self.chain_id,
+            max_blocks_per_trigger=self.max_blocks_per_trigger,
+            blocks_per_partition=self.blocks_per_partition,
+            rpc_requests_per_second=self.requests_per_second,
+        )
+        opts.validate()
+        return opts
+
+    def observe(self) -> ChainView:
+        """Chain id (checked) and head, asked of the node now."""
+        return observe_chain(self.source_options(0, None))
+
+
+class SparkResource(dg.ConfigurableResource):
+    """Spark: local by default, any master URL by config."""
+
+    master: str = Field(default="local[2,3]", description="Spark master URL.")
+
+    def session(self):
+        from ingestion.spark import get_spark
+
+        return get_spark(self.master)
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake root holding bronze/ and the ingestion checkpoints."""
+
+    uri: str = Field(description="Lake root URI (from CHAINLAKE_LAKE_URI; ./lake by default).")
+
+    def lake(self) -> BronzeLake:
+        return BronzeLake(self.uri)
+
+
+def _env_or_default(name: str, default: str):
+    """An EnvVar when set (Dagster then never shows the value, e.g. an RPC key), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "rpc": RpcResource(url=_env_or_default(settings.ENV_RPC_URL, settings.DEFAULT_RPC_URL)),
+        "spark": SparkResource(
+            master=os.environ.get("CHAINLAKE_SPARK_MASTER") or "local[2,3]"),
+        "lake": LakeResource(uri=_env_or_default(settings.ENV_LAKE_URI, settings.DEFAULT_LAKE_URI)),
+    }

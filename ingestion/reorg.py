@@ -1,0 +1,80 @@
+"""Detecting a chain reorganization below the stored tip, and finding the common ancestor.
+
+Before a run writes past the last stored block it asks the node for the hash of the stored tip.
+If the node's block there differs (a reorg deeper than the confirmations kept back), it walks
+back, a window of blocks per round trip, comparing stored hashes with the node's until they agree:
+that block is the common ancestor, and everything above it is re-ingested by range-replace.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ingestion.rpc import RpcClient
+from ingestion.sink import BronzeLake
+
+log = logging.getLogger("chainlake.reorg")
+
+WALK_BACK_WINDOW = 64  # blocks compared per JSON-RPC round trip while walking back
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Stored blocks above ``ancestor`` (up to ``stored_tip``) are not on the node's chain."""
+
+    ancestor: int  # highest block whose stored hash the node agrees with (-1: none)
+    stored_tip: int
+
+    @property
+    def depth(self) -> int:
+        return self.stored_tip - self.ancestor
+
+    @property
+    def first_replaced(self) -> int:
+        return self.ancestor + 1
+
+
+def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int,
+                    below: int | None = None) -> Divergence | None:
+    """Compare the stored tip (the highest stored block below ``below``) with the node's chain.
+
+    ``head`` is the node's current head: stored blocks above it cannot be on its chain.
+    Returns None when the stored tip is on the node's chain (the normal case: one call).
+    """
+    bounds = lake.stored_bounds()
+    if bounds is None:
+        return None
+    lowest, tip = bounds
+    if below is not None:
+        tip = min(tip, below - 1)
+    if tip < lowest:
+        return None
+    hi, top = tip, None  # top: the highest block actually stored at or below ``tip``
+    while hi >= lowest:
+        lo = max(lowest, hi - WALK_BACK_WINDOW + 1)
+        stored = lake.block_hashes(lo, hi + 1)
+        comparable = [n for n in range(lo, hi + 1) if n in stored and n <= head]
+        node = dict(zip(comparable, _node_hashes(client, comparable), strict=True))
+        for number in range(hi, lo - 1, -1):
+            if number not in stored:
+                continue
+            top = number if top is None else top
+            if node.get(number) == stored[number]:
+                if number == top:
+                    return None
+                log.warning("reorg: stored blocks %d..%d are not on the node's chain; common "
+                            "ancestor %d (depth %d)", number + 1, top, number, top - number)
+                return Divergence(ancestor=number, stored_tip=top)
+        hi = lo - 1
+    if top is None:
+        return None
+    log.warning("reorg: no stored block from %d to %d is on the node's chain", lowest, top)
+    return Divergence(ancestor=lowest - 1, stored_tip=top)
+
+
+def _node_hashes(client: RpcClient, numbers: list[int]) -> list[str]:
+    if not numbers:
+        return []
+    return [b["hash"].lower() for b in client.get_blocks(numbers, full_transactions=False)]
+

@@ -1,0 +1,91 @@
+"""Reorgs after ingestion: the next run finds the common ancestor and the tables end up equal to
+the node's canonical chain, every hash and every transaction.
+
+These tests reorganize the chain, so they use their own anvil (the shared session devnet must
+keep its history for the other tests); it still runs with --max-persisted-states 0.
+"""
+
+import pytest
+from reference import project, reference_rows
+
+from ingestion.devnet import Devnet, free_port
+from ingestion.ingest import run_ingest
+from ingestion.schemas import TABLES
+from ingestion.source import SourceOptions
+from ingestion.traffic import dev_account, generate_load
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def chain():
+    node = Devnet(port=free_port(), hardfork="cancun")
+    node.start()
+    try:
+        generate_load(node.url, blocks=30, txs_per_block=4)
+        yield node
+    finally:
+        node.stop()
+
+
+def ingest(spark, node, lake):
+    opts = SourceOptions(rpc_url=node.url, start_block=0, max_blocks_per_trigger=12,
+                         blocks_per_partition=8)
+    return run_ingest(spark, opts, lake, scope="tip")
+
+
+def assert_lake_equals_node(lake, node):
+    expected = reference_rows(node.url, 0, node.head() + 1)
+    for name in TABLES:
+        table = lake.read(name).sort_by([(k, "ascending") for k in TABLES[name].key])
+        rows = project(table.to_pylist(), list(expected[name][0]))
+        assert rows == expected[name], f"{name} differs from the node's canonical chain"
+
+
+def replacement_transactions(depth: int) -> list:
+    """One distinct transfer per replaced block, so every replaced block gets a new hash."""
+    sender = dev_account(5).address
+    return [[{"from": sender, "to": dev_account(6).address, "value": hex(10**15 + offset)}, offset]
+            for offset in range(depth)]
+
+
+@pytest.mark.parametrize("depth", [1, 3, 10])
+def test_reorg_after_ingestion_is_repaired_in_the_next_run(spark, chain, lake, depth):
+    ingest(spark, chain, lake)
+    before = lake.block_hashes(0, chain.head() + 1)
+    head = chain.head()
+    chain.call("anvil_reorg", [depth, replacement_transactions(depth)])
+    assert chain.head() == head
+    chain.call("anvil_mine", ["0x2"])  # the new chain goes on growing
+
+    result = ingest(spark, chain, lake)
+
+    assert result.reorg is not None
+    assert result.reorg.depth == depth
+    assert result.reorg.ancestor == head - depth
+    assert result.reorg.replaced == (head - depth + 1, head + 1)
+    after = lake.block_hashes(0, chain.head() + 1)
+    assert sorted(n for n in before if before[n] != after[n]) == list(range(head - depth + 1, head + 1))
+    assert_lake_equals_node(lake, chain)
+    assert ingest(spark, chain, lake).reorg is None  # stable from then on
+
+
+def test_a_shorter_new_chain_removes_stale_blocks_and_rewinds_the_checkpoint(spark, chain, lake):
+    ingest(spark, chain, lake)
+    head = chain.head()
+    chain.call("anvil_rollback", [5])  # the node forgets its last 5 blocks
+    assert chain.head() == head - 5
+
+    result = ingest(spark, chain, lake)
+    assert result.reorg is not None and result.reorg.removed == (head - 4, head + 1)
+    assert result.rewound_to == head - 4
+    assert lake.stored_tip() == head - 5
+    assert_lake_equals_node(lake, chain)
+
+    # New, different blocks at the same heights: the checkpoint (ahead of the lake) was rewound,
+    # so they are ingested rather than skipped.
+    for offset in range(7):
+        chain.call("eth_sendTransaction", [replacement_transactions(offset + 1)[-1][0]])
+    later = ingest(spark, chain, lake)
+    assert later.blocks == 7
+    assert_lake_equals_node(lake, chain)
