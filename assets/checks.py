@@ -1,0 +1,150 @@
+"""Blocking asset checks: the great-expectations continuity suite after each bronze run.
+
+One ``@multi_asset_check`` (``bronze_continuity``) runs ``ingestion.continuity.validate_range``
+once — reading each table once — and reports one check named ``continuity`` on each of
+``bronze/blocks``, ``bronze/transactions`` and ``bronze/logs`` (in the UI each asset shows its
+own check and its own failures). The checks are blocking: a failure stops every asset
+downstream of the bronze tables in the same run, and fails the run.
+
+They run in the same run as the materialization: Dagster includes an asset's checks in every
+run that selects the asset (UI materializations, backfills, ``dagster asset materialize``, the
+sensor and schedule job), and in ``dg.materialize([bronze_ingest, bronze_continuity], ...)``.
+
+Which blocks: those of the run's partitions, read from the run's tags (``dagster/partition``, or
+``dagster/asset_partition_range_start``/``_end`` for a ranged backfill run), clipped at the start
+to ``CHAINLAKE_START_BLOCK`` (what the asset ingests) and at the end to the stored tip + 1 (the
+tip partition is open), plus the boundary block before the range. A run without partition tags
+(a check launched on its own from the UI) validates the whole stored range.
+"""
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+from assets.bronze import bronze_key
+from assets.resources import LakeResource
+from ingestion import settings
+from ingestion.continuity import (
+    TABLE_ORDER,
+    ContinuityReport,
+    ExpectationOutcome,
+    NothingToValidate,
+    stored_range,
+    validate_range,
+)
+from ingestion.ranges import BlockSpan, parse_key
+from ingestion.sink import BronzeLake
+
+CHECK_NAME = "continuity"
+MAX_EXAMPLES = 20
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+_DESCRIPTIONS = {
+    "blocks": "Block numbers unique and contiguous (also across the boundary with the block "
+              "before the range), parent_hash = previous block_hash, timestamps non-decreasing, "
+              "one chain id.",
+    "transactions": "transaction_count = transaction rows per block, transaction indexes "
+                    "0..n-1, rows carry their block's hash and the chain id.",
+    "logs": "Log indexes 0..m-1 per block, every log's transaction exists, rows carry their "
+            "block's hash and the chain id.",
+}
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec(CHECK_NAME, asset=bronze_key(name), blocking=True,
+                      description=f"great-expectations continuity suite: {_DESCRIPTIONS[name]}")
+    for name in TABLE_ORDER
+]
+
+
+def run_block_range(tags: Mapping[str, str]) -> BlockSpan | None:
+    """Blocks covered by a run's partition (or partition range) tags; None without them."""
+    if tags.get(PARTITION_TAG):
+        return parse_key(tags[PARTITION_TAG])
+    if tags.get(RANGE_START_TAG) and tags.get(RANGE_END_TAG):
+        first, last = parse_key(tags[RANGE_START_TAG]), parse_key(tags[RANGE_END_TAG])
+        return BlockSpan(min(first.start, last.start), max(first.end, last.end))
+    return None
+
+
+def blocks_to_check(lake: BronzeLake, span: BlockSpan | None) -> tuple[int, int] | None:
+    """``[start, end)`` to validate for a run's range: clipped to what the asset ingests and to
+    the stored tip + 1; the whole stored range without a span; None when nothing is stored."""
+    stored = stored_range(lake)
+    if stored is None:
+        return None
+    if span is None:
+        return stored[0], stored[1] + 1
+    start = max(span.start, settings.start_block_from_env())
+    end = min(span.end, stored[1] + 1)
+    return (start, end) if start < end else None
+
+
+def _markdown(outcomes: list[ExpectationOutcome]) -> str:
+    rows = ["| expectation | result | offending blocks | detail |", "|---|---|---|---|"]
+    for o in outcomes:
+        blocks = ", ".join(map(str, o.offending_blocks)) or "-"
+        rows.append(f"| {o.name} | {'passed' if o.success else '**FAILED**'} | {blocks} | "
+                    f"{o.detail.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def check_results(report: ContinuityReport) -> list[dg.AssetCheckResult]:
+    """One ``continuity`` result per bronze table, from a continuity report."""
+    results = []
+    for name in TABLE_ORDER:
+        outcomes = report.outcomes_for(name)
+        failed = [o for o in outcomes if not o.success]
+        offending = sorted({b for o in failed for b in o.offending_blocks})
+        metadata = {
+            "block_range": dg.MetadataValue.text(f"[{report.start}, {report.end})"),
+            "boundary_block": report.boundary if report.boundary is not None else -1,
+            "rows_validated": report.rows.get(name, 0),
+            "chain_id": report.chain_id if report.chain_id is not None else -1,
+            "failed_expectations": dg.MetadataValue.text(", ".join(o.name for o in failed) or "-"),
+            "offending_blocks": dg.MetadataValue.text(", ".join(map(str, offending)) or "-"),
+            "first_offending_block": offending[0] if offending else -1,
+            "expectations": dg.MetadataValue.md(_markdown(outcomes)),
+        }
+        if failed:
+            description = "; ".join(f"{o.name}: blocks {', '.join(map(str, o.offending_blocks))}"
+                                    for o in failed)
+        else:
+            description = f"{len(outcomes)} expectations passed over blocks [{report.start}, {report.end})"
+        results.append(dg.AssetCheckResult(
+            asset_key=bronze_key(name), check_name=CHECK_NAME, passed=not failed,
+            severity=dg.AssetCheckSeverity.ERROR, metadata=metadata, description=description))
+    return results
+
+
+def _nothing_stored(reason: str) -> list[dg.AssetCheckResult]:
+    return [dg.AssetCheckResult(asset_key=bronze_key(name), check_name=CHECK_NAME, passed=True,
+                                description=reason,
+                                metadata={"nothing_to_validate": dg.MetadataValue.text(reason)})
+            for name in TABLE_ORDER]
+
+
+@dg.multi_asset_check(
+    name="bronze_continuity",
+    specs=CHECK_SPECS,
+    description="great-expectations continuity suite over the run's block range and the block "
+                "before it (ingestion/continuity.py).",
+)
+def bronze_continuity(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    bronze = lake.lake()
+    span = run_block_range(context.run.tags)
+    blocks = blocks_to_check(bronze, span)
+    if blocks is None:
+        reason = f"nothing stored in {span if span is not None else 'the lake'} to validate"
+        context.log.info(reason)
+        yield from _nothing_stored(reason)
+        return
+    try:
+        report = validate_range(bronze, *blocks, max_examples=MAX_EXAMPLES)
+    except NothingToValidate as err:
+        context.log.info(str(err))
+        yield from _nothing_stored(str(err))
+        return
+    context.log.info(report.render())
+    yield from check_results(report)
