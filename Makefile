@@ -35,6 +35,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/dagster_backfill.py
+	$(BIN)/python benchmarks/continuity.py
 
 clean:
 	rm -rf lake .dagster_home .pytest_cache .ruff_cache

@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--max-examples", type=_positive, default=20,
                           help="offending block numbers named per expectation (default 20)")
 
+    repair = sub.add_parser(
+        "repair", help="re-ingest what the continuity suite rejects, until it passes",
+        description="Check the stored tip against the node (reorgs), run the continuity suite "
+                    "over [A, B), re-ingest every offending block with its parent by "
+                    "range-replace, and validate again. Exit 0 when the suite passes.")
+    add_lake_range_arguments(repair)
+    repair.add_argument("--rpc-url", default=None,
+                        help=f"JSON-RPC URL (default ${settings.ENV_RPC_URL} or the devnet)")
+    repair.add_argument("--chain-id", type=_non_negative, default=None,
+                        help="expected chain id; fail if the node reports another")
+    repair.add_argument("--confirmations", type=_non_negative, default=None)
+    repair.add_argument("--spark-master", default=None, help="default local[2,3]")
+
     return parser
 
 
@@ -121,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"devnet": cmd_devnet, "ingest": cmd_ingest,
-                "validate": cmd_validate}[args.command](args)
+        return {"devnet": cmd_devnet, "ingest": cmd_ingest, "validate": cmd_validate,
+                "repair": cmd_repair}[args.command](args)
     except CliError as err:
         print(f"chainlake {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -157,6 +170,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.success else EXIT_FAILED
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from ingestion.continuity import NothingToValidate
+    from ingestion.ingest import explain_failure
+    from ingestion.repair import repair_lake
+    from ingestion.spark import get_spark
+
+    lake, start, end = lake_and_range(args)
+    opts = _source_options(rpc_url=args.rpc_url or settings.rpc_url_from_env(),
+                           chain_id=args.chain_id, confirmations=args.confirmations)
+    view = _preflight(opts)
+    print(f"chainlake repair: {lake.root} against chain {view.chain_id}", flush=True)
+    try:
+        result = repair_lake(get_spark(args.spark_master), opts, lake, start, end)
+    except NothingToValidate as err:
+        raise CliError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - one readable line, whatever Spark wrapped
+        print(f"chainlake repair: failed: {explain_failure(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    if result.reorg is not None:
+        print(f"  reorg below the stored tip: depth {result.reorg.depth}, re-ingested blocks "
+              f"[{result.reorg.replaced[0]}, {result.reorg.replaced[1]})")
+    if result.before.success and not result.reingested:
+        print("  the continuity suite already passed: nothing to repair")
+    for a, b in result.reingested:
+        print(f"  re-ingested blocks [{a}, {b})")
+    print(result.after.render(), flush=True)
+    return 0 if result.success else EXIT_FAILED
+
+
+def _preflight(opts):
+    """Check the options and the node before Spark starts: a bad URL or chain is a CliError."""
+    from ingestion.ingest import preflight
+    from ingestion.rpc import RpcError
+
+    try:
+        return preflight(opts)
+    except RpcError as err:
+        raise CliError(str(err)) from None
+
+
 def _source_options(**values):
     from ingestion.source import SourceOptionError, SourceOptions
 
@@ -170,14 +223,11 @@ def _source_options(**values):
 
 def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None) -> int:
     """Preflight, run, print progress and a summary."""
-    from ingestion.ingest import explain_failure, preflight, run_ingest
-    from ingestion.rpc import RpcError, redact_url
+    from ingestion.ingest import explain_failure, run_ingest
+    from ingestion.rpc import redact_url
     from ingestion.sink import BronzeLake
 
-    try:
-        view = preflight(opts)  # before Spark starts: bad URL, wrong chain, nothing to read
-    except RpcError as err:
-        raise CliError(str(err)) from None
+    view = _preflight(opts)  # before Spark starts: bad URL, wrong chain, nothing to read
     target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
     if target <= opts.start_block:
         raise CliError(

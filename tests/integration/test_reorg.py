@@ -89,3 +89,33 @@ def test_a_shorter_new_chain_removes_stale_blocks_and_rewinds_the_checkpoint(spa
     later = ingest(spark, chain, lake)
     assert later.blocks == 7
     assert_lake_equals_node(lake, chain)
+
+
+def test_a_dagster_catch_up_repairs_a_reorg_and_reports_its_depth(spark, chain, tmp_path,
+                                                                   monkeypatch):
+    import dagster as dg
+
+    from assets.bronze import bronze_ingest
+    from assets.partitions import BLOCK_RANGES
+    from assets.resources import LakeResource, RpcResource, SparkResource
+    from ingestion.ranges import span_of
+    from ingestion.sink import BronzeLake
+
+    monkeypatch.setenv("CHAINLAKE_PARTITION_SIZE", "1000")
+    key = span_of(0, 1000).key  # the open tip partition
+    resources = {"rpc": RpcResource(url=chain.url), "spark": SparkResource(),
+                 "lake": LakeResource(uri=str(tmp_path / "lake"))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(BLOCK_RANGES.name, [key])
+        assert dg.materialize([bronze_ingest], partition_key=key, instance=instance,
+                              resources=resources).success
+        chain.call("anvil_reorg", [10, replacement_transactions(10)])
+        again = dg.materialize([bronze_ingest], partition_key=key, instance=instance,
+                               resources=resources)
+    assert again.success
+    meta = {m.asset_key.path[-1]: m.metadata
+            for m in again.asset_materializations_for_node("bronze_ingest")}
+    head = chain.head()
+    assert meta["blocks"]["reorg_depth"].value == 10
+    assert meta["blocks"]["reorg_replaced_blocks"].value == f"[{head - 9}, {head + 1})"
+    assert_lake_equals_node(BronzeLake(str(tmp_path / "lake")), chain)
