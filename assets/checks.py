@@ -29,7 +29,6 @@ from ingestion.continuity import (
     ContinuityReport,
     ExpectationOutcome,
     NothingToValidate,
-    stored_range,
     validate_range,
 )
 from ingestion.ranges import BlockSpan, parse_key
@@ -71,7 +70,7 @@ def run_block_range(tags: Mapping[str, str]) -> BlockSpan | None:
 def blocks_to_check(lake: BronzeLake, span: BlockSpan | None) -> tuple[int, int] | None:
     """``[start, end)`` to validate for a run's range: clipped to what the asset ingests and to
     the stored tip + 1; the whole stored range without a span; None when nothing is stored."""
-    stored = stored_range(lake)
+    stored = lake.stored_bounds()
     if stored is None:
         return None
     if span is None:

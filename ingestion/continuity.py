@@ -61,8 +61,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ingestion.schemas import TABLES
-
 if TYPE_CHECKING:
     from ingestion.sink import BronzeLake
 
@@ -166,33 +164,12 @@ def _compact(numbers: Iterable[int]) -> str:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _file_stats(lake: BronzeLake, name: str) -> pa.Table | None:
-    dt = lake.table(name)
-    if dt is None:
-        return None
-    return pa.table(dt.get_add_actions(flatten=True))
-
-
-def stored_range(lake: BronzeLake) -> tuple[int, int] | None:
-    """``(lowest, highest)`` stored block number, from Delta file statistics (no data read)."""
-    stats = _file_stats(lake, "blocks")
-    if stats is None or stats.num_rows == 0:
-        return None
-    lo, hi = stats.column("min.block_number"), stats.column("max.block_number")
-    if lo.null_count or hi.null_count:  # files without statistics: read the column
-        numbers = lake.table("blocks").to_pyarrow_dataset().to_table(columns=["block_number"])[0]
-        if len(numbers) == 0:
-            return None
-        return pc.min(numbers).as_py(), pc.max(numbers).as_py()
-    return pc.min(lo).as_py(), pc.max(hi).as_py()
-
-
 def _window_size(lake: BronzeLake, stored: tuple[int, int]) -> int:
     """Blocks per window for about ``ROWS_PER_WINDOW`` rows, from the stored rows per block."""
     span = stored[1] - stored[0] + 1
     records = 0
     for name in TABLE_ORDER:
-        stats = _file_stats(lake, name)
+        stats = lake.file_stats(name)
         if stats is not None and stats.num_rows:
             records += pc.sum(stats.column("num_records")).as_py() or 0
     per_block = max(records / span, 1.0)
@@ -205,11 +182,7 @@ def _where(lo: int, hi: int) -> pads.Expression:
 
 def _read(lake: BronzeLake, name: str, lo: int, hi: int) -> pa.Table:
     """The columns the suite needs of the rows of blocks ``[lo, hi)`` (pruned by file stats)."""
-    columns = _COLUMNS[name]
-    dt = lake.table(name)
-    if dt is None:
-        return TABLES[name].arrow_schema.empty_table().select(columns)
-    return dt.to_pyarrow_dataset().to_table(columns=columns, filter=_where(lo, hi))
+    return lake.read_range(name, lo, hi, _COLUMNS[name])
 
 
 def _majority_chain_id(lake: BronzeLake, start: int, end: int) -> int | None:
@@ -541,7 +514,7 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
     began = time.monotonic()
     if max_examples < 1:
         raise ValueError("max_examples must be >= 1")
-    stored = stored_range(lake)
+    stored = lake.stored_bounds()
     if stored is None:
         raise NothingToValidate(f"nothing to validate: no blocks stored in {lake.table_uri('blocks')}")
     first, last = stored

@@ -87,16 +87,24 @@ class BronzeLake:
             return schema.empty_table()
         return dt.to_pyarrow_table().select(schema.names).cast(schema)
 
+    def file_stats(self, name: str) -> pa.Table | None:
+        """The table's live files with their statistics (``min.block_number``, ``num_records``…)."""
+        dt = self.table(name)
+        return None if dt is None else pa.table(dt.get_add_actions(flatten=True))
+
     def stored_bounds(self) -> tuple[int, int] | None:
         """Lowest and highest block number in ``blocks``, from file statistics (no data read)."""
-        dt = self.table("blocks")
-        if dt is None:
+        stats = self.file_stats("blocks")
+        if stats is None or stats.num_rows == 0:
             return None
-        actions = pa.table(dt.get_add_actions(flatten=True))
-        if actions.num_rows == 0:
-            return None
-        return (pc.min(actions.column("min.block_number")).as_py(),
-                pc.max(actions.column("max.block_number")).as_py())
+        lo, hi = stats.column("min.block_number"), stats.column("max.block_number")
+        if lo.null_count or hi.null_count:  # files without statistics: read the column
+            numbers = self.table("blocks").to_pyarrow_dataset().to_table(
+                columns=["block_number"])[0]
+            if len(numbers) == 0:
+                return None
+            return pc.min(numbers).as_py(), pc.max(numbers).as_py()
+        return pc.min(lo).as_py(), pc.max(hi).as_py()
 
     def stored_tip(self) -> int | None:
         """Highest block number in the ``blocks`` table."""
