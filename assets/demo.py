@@ -18,6 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER_HOME = REPO / ".dagster_home"
 BIN = Path(sys.executable).parent
+# The `dagster` CLI nags that the separate `dg` CLI supersedes `dev` and `asset materialize`;
+# nothing to act on here, so keep it out of the output.
+QUIET_DAGSTER_CLI = {"PYTHONWARNINGS": "ignore:Function `dev_command` is superseded,"
+                                       "ignore:Function `asset_materialize_command` is superseded"}
 
 
 def prepare_dagster_home(home: Path = DAGSTER_HOME) -> Path:
@@ -33,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=2_500, help="devnet length (default 2500)")
     parser.add_argument("--partition-size", type=int, default=1_000)
     parser.add_argument("--lake", default=str(REPO / "lake"))
+    parser.add_argument("--dagster-home", default=str(DAGSTER_HOME))
     args = parser.parse_args(argv)
+    home = prepare_dagster_home(Path(args.dagster_home).resolve())
+    run_log = home / "demo-run.log"
 
     from ingestion.devnet import Devnet, free_port
     from ingestion.traffic import generate_coverage, generate_load
@@ -51,17 +58,16 @@ def main(argv: list[str] | None = None) -> int:
 
         env = {**os.environ, "CHAINLAKE_RPC_URL": devnet.url, "CHAINLAKE_LAKE_URI": lake_uri,
                "CHAINLAKE_PARTITION_SIZE": str(args.partition_size),
-               "DAGSTER_HOME": str(prepare_dagster_home())}
+               "DAGSTER_HOME": str(home)}
         os.environ.update(env)  # the instance and partition helpers below read the same settings
         keys = add_partitions(head)
         print(f"demo: {len(keys)} partitions {keys[0]} … {keys[-1]}; materializing through "
-              f"Dagster (log: {DAGSTER_HOME / 'demo-run.log'})", flush=True)
+              f"Dagster (log: {run_log})", flush=True)
         started = time.monotonic()
-        code = materialize(keys, env)
+        code = materialize(keys, env, run_log)
         seconds = time.monotonic() - started
     if code != 0:
-        print(f"demo: the Dagster run failed (exit {code}); see {DAGSTER_HOME / 'demo-run.log'}",
-              file=sys.stderr)
+        print(f"demo: the Dagster run failed (exit {code}); see {run_log}", file=sys.stderr)
         return code
     summarize(lake_uri, head, seconds)
     return 0
@@ -79,13 +85,14 @@ def add_partitions(head: int) -> list[str]:
     return keys
 
 
-def materialize(keys: list[str], env: dict[str, str]) -> int:
+def materialize(keys: list[str], env: dict[str, str], run_log: Path) -> int:
     cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "assets.definitions",
            "--select", "bronze/blocks,bronze/transactions,bronze/logs",
            "--partition-range", f"{keys[0]}...{keys[-1]}"]
-    with open(DAGSTER_HOME / "demo-run.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(run_log, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**env, **QUIET_DAGSTER_CLI}, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
         try:
             return proc.wait()
         except BaseException:
@@ -105,6 +112,14 @@ def summarize(lake_uri: str, head: int, seconds: float) -> None:
         event = instance.get_latest_materialization_event(dg.AssetKey(["bronze", "blocks"]))
         meta = event.asset_materialization.metadata if event and event.asset_materialization \
             else {}
+        checks = {}
+        for name in ("blocks", "transactions", "logs"):
+            record = instance.get_latest_asset_check_evaluation_record(
+                dg.AssetCheckKey(dg.AssetKey(["bronze", name]), "continuity"))
+            evaluation = record.evaluation if record is not None else None
+            checks[name] = ("not run" if evaluation is None
+                            else "passed" if evaluation.passed
+                            else f"FAILED at blocks {evaluation.metadata['offending_blocks'].value}")
     rate = meta.get("blocks_per_second")
     print("demo: done")
     print(f"  blocks        {counts['blocks']:>10,}   (chain head {head:,})")
@@ -112,6 +127,8 @@ def summarize(lake_uri: str, head: int, seconds: float) -> None:
     print(f"  logs          {counts['logs']:>10,}")
     print(f"  Dagster run   {seconds:,.0f}s including Spark start; ingestion "
           f"{rate.value if rate else '?'} blocks/s")
+    print("  continuity    " + ", ".join(f"{name} {state}" for name, state in checks.items())
+          + "  (great-expectations, blocking asset checks)")
     print(f"  tables        {lake.root}/bronze/{{blocks,transactions,logs}} (Delta)")
     print("Query them:")
     print(f"  .venv/bin/python -c \"import polars as pl; print(pl.read_delta("

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from assets.demo import BIN, REPO, prepare_dagster_home
+from assets.demo import BIN, QUIET_DAGSTER_CLI, REPO, prepare_dagster_home
 from ingestion.devnet import DEFAULT_PORT, rpc_call
 
 
@@ -43,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         children.append(_spawn([str(BIN / "chainlake"), "devnet", "--port", str(args.devnet_port),
                                 "--blocks", str(args.blocks)], env))
         _wait_for_blocks(url, args.blocks - 1, children[0])
-        # `dagster dev` nags that the separate `dg` CLI supersedes it; nothing to act on here.
-        quiet = {**env, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
         children.append(_spawn([str(BIN / "dagster"), "dev", "-w", "workspace.yaml",
-                                "-p", str(args.ui_port)], quiet))
+                                "-p", str(args.ui_port)], {**env, **QUIET_DAGSTER_CLI}))
         print(f"dev: Dagster UI on http://127.0.0.1:{args.ui_port}, devnet at {url}; "
               "Ctrl-C stops both", flush=True)
         while all(child.poll() is None for child in children):
