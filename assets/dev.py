@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
            "DAGSTER_HOME": str(prepare_dagster_home())}
     children: list[subprocess.Popen] = []
 
-    def stop(*_: object) -> None:
+    def stop() -> None:
+        # A second Ctrl-C or SIGTERM must not interrupt the shutdown and orphan a child.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         for child in reversed(children):
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)

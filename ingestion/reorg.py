@@ -35,26 +35,32 @@ class Divergence:
         return self.ancestor + 1
 
 
-def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int,
-                    below: int | None = None) -> Divergence | None:
-    """Compare the stored tip (the highest stored block below ``below``) with the node's chain.
+def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int) -> Divergence | None:
+    """Compare the stored tip with the node's chain; on a mismatch, find the common ancestor.
 
-    ``head`` is the node's current head: stored blocks above it cannot be on its chain.
-    Returns None when the stored tip is on the node's chain (the normal case: one call).
+    ``head`` is the node's current head. Stored blocks above it are not evidence of a reorg:
+    a lagging node (behind a load balancer, or re-syncing) looks the same, and removing them
+    would only churn. The comparison starts at the highest stored block the node has; a real
+    reorg always replaces blocks at or below the new head.
+    Returns None when that block is on the node's chain (the normal case: one round trip).
     """
     bounds = lake.stored_bounds()
     if bounds is None:
         return None
-    lowest, tip = bounds
-    if below is not None:
-        tip = min(tip, below - 1)
+    lowest, stored_tip = bounds
+    if stored_tip > head:
+        log.warning("the node's head %d is behind the stored tip %d (a lagging node?); "
+                    "comparing from block %d", head, stored_tip, head)
+    tip = min(stored_tip, head)
     if tip < lowest:
         return None
     hi, top = tip, None  # top: the highest block actually stored at or below ``tip``
+    window = 1  # the normal case needs one hash; walking back takes bigger steps
     while hi >= lowest:
-        lo = max(lowest, hi - WALK_BACK_WINDOW + 1)
+        lo = max(lowest, hi - window + 1)
+        window = WALK_BACK_WINDOW
         stored = lake.block_hashes(lo, hi + 1)
-        comparable = [n for n in range(lo, hi + 1) if n in stored and n <= head]
+        comparable = [n for n in range(lo, hi + 1) if n in stored]
         node = dict(zip(comparable, _node_hashes(client, comparable), strict=True))
         for number in range(hi, lo - 1, -1):
             if number not in stored:
@@ -63,14 +69,17 @@ def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int,
             if node.get(number) == stored[number]:
                 if number == top:
                     return None
+                # Everything stored above the ancestor is off the node's chain, including
+                # blocks above its head: they belong to the abandoned fork.
                 log.warning("reorg: stored blocks %d..%d are not on the node's chain; common "
-                            "ancestor %d (depth %d)", number + 1, top, number, top - number)
-                return Divergence(ancestor=number, stored_tip=top)
+                            "ancestor %d (depth %d)", number + 1, stored_tip, number,
+                            stored_tip - number)
+                return Divergence(ancestor=number, stored_tip=stored_tip)
         hi = lo - 1
     if top is None:
         return None
     log.warning("reorg: no stored block from %d to %d is on the node's chain", lowest, top)
-    return Divergence(ancestor=lowest - 1, stored_tip=top)
+    return Divergence(ancestor=lowest - 1, stored_tip=stored_tip)
 
 
 def _node_hashes(client: RpcClient, numbers: list[int]) -> list[str]:

@@ -70,22 +70,41 @@ def test_reorg_after_ingestion_is_repaired_in_the_next_run(spark, chain, lake, d
     assert ingest(spark, chain, lake).reorg is None  # stable from then on
 
 
+def mine_transfers(node, count: int, salt: int) -> None:
+    """``count`` new blocks (automine), each with a transfer no earlier block had."""
+    for i in range(count):
+        node.call("eth_sendTransaction", [{"from": dev_account(7).address,
+                                           "to": dev_account(8).address,
+                                           "value": hex(10**16 + 1000 * salt + i)}])
+
+
+def test_a_lagging_node_removes_nothing(spark, chain, lake):
+    ingest(spark, chain, lake)
+    head = chain.head()
+    chain.call("anvil_rollback", [5])  # looks exactly like a node 5 blocks behind
+    result = ingest(spark, chain, lake)
+    assert result.reorg is None and result.blocks == 0
+    assert lake.stored_tip() == head
+
+
 def test_a_shorter_new_chain_removes_stale_blocks_and_rewinds_the_checkpoint(spark, chain, lake):
     ingest(spark, chain, lake)
     head = chain.head()
-    chain.call("anvil_rollback", [5])  # the node forgets its last 5 blocks
-    assert chain.head() == head - 5
+    chain.call("anvil_rollback", [5])
+    mine_transfers(chain, 2, salt=1)  # the new chain: 2 different blocks, 3 short of the old tip
+    assert chain.head() == head - 3
 
     result = ingest(spark, chain, lake)
-    assert result.reorg is not None and result.reorg.removed == (head - 4, head + 1)
-    assert result.rewound_to == head - 4
-    assert lake.stored_tip() == head - 5
+    assert result.reorg is not None
+    assert result.reorg.ancestor == head - 5
+    assert result.reorg.replaced == (head - 4, head - 2)
+    assert result.reorg.removed == (head - 2, head + 1)
+    assert result.rewound_to == head - 2  # the checkpoint was ahead of the lake
+    assert lake.stored_tip() == head - 3
     assert_lake_equals_node(lake, chain)
 
-    # New, different blocks at the same heights: the checkpoint (ahead of the lake) was rewound,
-    # so they are ingested rather than skipped.
-    for offset in range(7):
-        chain.call("eth_sendTransaction", [replacement_transactions(offset + 1)[-1][0]])
+    # New blocks at the heights that were removed are ingested, not skipped.
+    mine_transfers(chain, 7, salt=2)
     later = ingest(spark, chain, lake)
     assert later.blocks == 7
     assert_lake_equals_node(lake, chain)
