@@ -106,6 +106,20 @@ def collect_stream(spark, devnet, checkpoint: str, *, max_blocks: int, end: int 
     return seen
 
 
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_available_now_stream_equals_web3(spark, devnet, reference, tmp_path, dataset):
+    batches: list[pa.Table] = []
+    query = (spark.readStream.format("evm").option("rpc_url", devnet.url)
+             .option("dataset", dataset).option("end_block", devnet.head + 1)
+             .option("max_blocks_per_trigger", 25).option("blocks_per_partition", 10).load()
+             .writeStream.foreachBatch(lambda df, _: batches.append(df.toArrow()))
+             .option("checkpointLocation", str(tmp_path / "ckpt")).trigger(availableNow=True)
+             .start())
+    query.awaitTermination()
+    assert len(batches) == -(-(devnet.head + 1) // 25)
+    assert_equals_reference(pa.concat_tables(batches), dataset, reference)
+
+
 def test_available_now_drains_backlog_in_bounded_batches(spark, devnet, tmp_path):
     end = min(devnet.head + 1, 45)
     seen = collect_stream(spark, devnet, str(tmp_path / "ckpt"), max_blocks=7, end=end)
