@@ -4,8 +4,6 @@
 its catch-up runs and the backfill's run from ever overlapping."""
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dagster_service import dagster_service
 
 from assets.demo import QUIET_DAGSTER_CLI
-from ingestion.devnet import free_port
 from ingestion.ranges import span_of
 from ingestion.sink import BronzeLake
 
@@ -47,51 +45,21 @@ RUNS = """
 
 @pytest.fixture()
 def dagster_dev(devnet, tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "config" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = {**os.environ, **QUIET_DAGSTER_CLI, "DAGSTER_HOME": str(home),
-           "CHAINLAKE_RPC_URL": devnet.url, "CHAINLAKE_LAKE_URI": str(tmp_path / "lake"),
-           "CHAINLAKE_PARTITION_SIZE": str(SIZE)}
-    log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}/graphql"
-    try:
-        wait_for(lambda: _answers(url), 180, proc, tmp_path)
-        yield url, tmp_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    env = {**QUIET_DAGSTER_CLI, "CHAINLAKE_RPC_URL": devnet.url,
+           "CHAINLAKE_LAKE_URI": str(tmp_path / "lake"), "CHAINLAKE_PARTITION_SIZE": str(SIZE)}
+    with dagster_service("dagster dev", tmp_path, env) as service:
+        yield service
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.post(url, json={"query": "{ version }"}, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_for(condition, seconds: float, proc, tmp_path):
+def wait_for(condition, seconds: float, service):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert proc is None or proc.poll() is None, \
-            (tmp_path / "dagster-dev.log").read_text()[-3000:]
+        service.alive()
         value = condition()
         if value:
             return value
         time.sleep(1)
-    raise AssertionError(f"timed out after {seconds:.0f}s; log tail:\n"
-                         + (tmp_path / "dagster-dev.log").read_text()[-3000:])
+    raise AssertionError(f"timed out after {seconds:.0f}s; log tail:\n{service.log_tail()}")
 
 
 def gql(url: str, query: str, **variables):
@@ -100,12 +68,12 @@ def gql(url: str, query: str, **variables):
     return reply["data"]
 
 
-def test_backfill_from_the_ui_fills_the_partitions_and_runs_never_overlap(dagster_dev, devnet):
-    url, tmp_path = dagster_dev
+def test_backfill_from_the_ui_fills_the_partitions_and_runs_never_overlap(dagster_dev, tmp_path):
+    url = dagster_dev.graphql
     keys = [span_of(b, SIZE).key for b in range(0, BACKFILL_PARTITIONS * SIZE, SIZE)]
     # What the UI does before a backfill of new ranges: the partitions exist (the sensor adds
     # them as the chain grows; here the instance is fresh, so add them the same way).
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_dev.home)}
     add = ("import dagster as dg, sys; from assets.partitions import BLOCK_RANGES; "
            "dg.DagsterInstance.get().add_dynamic_partitions(BLOCK_RANGES.name, sys.argv[1:])")
     subprocess.run([sys.executable, "-c", add, *keys], cwd=REPO, env=env, check=True)
@@ -122,7 +90,7 @@ def test_backfill_from_the_ui_fills_the_partitions_and_runs_never_overlap(dagste
         return state if state.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED",
                                                  "COMPLETED_FAILED", "CANCELED") else None
 
-    state = wait_for(finished, 480, None, tmp_path)
+    state = wait_for(finished, 480, dagster_dev)
     assert state["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), state
     assert state["numPartitions"] == BACKFILL_PARTITIONS
 

@@ -1,19 +1,8 @@
 """A real Dagster webserver on workspace.yaml shows the assets, partitions, sensor and schedule."""
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import pytest
-
-from ingestion.devnet import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from dagster_service import dagster_service
 
 QUERY = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
@@ -27,40 +16,13 @@ QUERY = """
 
 @pytest.fixture()
 def webserver(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "config" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "CHAINLAKE_LAKE_URI": str(tmp_path / "lake")}
-    cmd = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml",
-           "-h", "127.0.0.1", "-p", str(port)]
-    log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        yield url, tmp_path / "webserver.log"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with dagster_service("dagster-webserver", tmp_path,
+                         {"CHAINLAKE_LAKE_URI": str(tmp_path / "lake")}) as service:
+        yield service
 
 
 def test_webserver_serves_the_code_location(webserver):
-    url, log_path = webserver
-    reply = httpx.post(f"{url}/graphql", json={"query": QUERY}, timeout=60).json()
+    reply = httpx.post(webserver.graphql, json={"query": QUERY}, timeout=60).json()
     (repo,) = reply["data"]["repositoriesOrError"]["nodes"]
     assert repo["location"]["name"] == "chainlake"
     assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
@@ -70,5 +32,5 @@ def test_webserver_serves_the_code_location(webserver):
     assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [
         ("chain_head_sensor", "RUNNING")]
     assert [s["name"] for s in repo["schedules"]] == ["catch_up_schedule"]
-    log = log_path.read_text()
+    log = webserver.log.read_text()
     assert "WARNING" not in log and "Traceback" not in log, log[-3000:]
