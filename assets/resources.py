@@ -42,7 +42,7 @@ class RpcResource(dg.ConfigurableResource):
 class SparkResource(dg.ConfigurableResource):
     """Spark: local by default, any master URL by config."""
 
-    master: str = Field(default="local[2,3]", description="Spark master URL.")
+    master: str = Field(default=settings.DEFAULT_SPARK_MASTER, description="Spark master URL.")
 
     def session(self):
         from ingestion.spark import get_spark
@@ -67,7 +67,6 @@ def _env_or_default(name: str, default: str):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "rpc": RpcResource(url=_env_or_default(settings.ENV_RPC_URL, settings.DEFAULT_RPC_URL)),
-        "spark": SparkResource(
-            master=os.environ.get("CHAINLAKE_SPARK_MASTER") or "local[2,3]"),
+        "spark": SparkResource(master=settings.spark_master_from_env()),
         "lake": LakeResource(uri=_env_or_default(settings.ENV_LAKE_URI, settings.DEFAULT_LAKE_URI)),
     }

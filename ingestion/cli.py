@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="expected chain id; fail if the node reports another")
     ingest.add_argument("--requests-per-second", type=float, default=None,
                         help="cap on JSON-RPC requests per second per task")
-    ingest.add_argument("--spark-master", default=None, help="default local[2,3]")
+    ingest.add_argument("--spark-master", default=None,
+                        help=f"default ${settings.ENV_SPARK_MASTER} or {settings.DEFAULT_SPARK_MASTER}")
 
     validate = sub.add_parser(
         "validate", help="check block continuity of the bronze tables (great-expectations)",
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--chain-id", type=_non_negative, default=None,
                         help="expected chain id; fail if the node reports another")
     repair.add_argument("--confirmations", type=_non_negative, default=None)
-    repair.add_argument("--spark-master", default=None, help="default local[2,3]")
+    repair.add_argument("--spark-master", default=None,
+                        help=f"default ${settings.ENV_SPARK_MASTER} or {settings.DEFAULT_SPARK_MASTER}")
 
     return parser
 

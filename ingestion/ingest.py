@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from ingestion.checkpoint import resume_point
 from ingestion.reorg import find_divergence
 from ingestion.schemas import TABLES
-from ingestion.sink import WRITE_ORDER, BronzeLake
+from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult
 from ingestion.source import BUNDLE_NAME, ChainView, SourceOptions, observe_chain
 
 log = logging.getLogger("chainlake.ingest")
@@ -34,6 +34,14 @@ class BatchProgress:
     rows: dict[str, int]
     versions: dict[str, int]
     seconds: float  # since the run started
+
+    @classmethod
+    def of(cls, batch_id: int, start: int, end: int, written: dict[str, WriteResult],
+           seconds: float) -> BatchProgress:
+        return cls(batch_id=batch_id, start=start, end=end,
+                   rows={name: w.rows for name, w in written.items()},
+                   versions={name: w.version for name, w in written.items()},
+                   seconds=seconds)
 
     @property
     def blocks(self) -> int:
@@ -92,6 +100,12 @@ def preflight(opts: SourceOptions) -> ChainView:
     return observe_chain(opts)
 
 
+def pin_to_chain(opts: SourceOptions, view: ChainView) -> SourceOptions:
+    """Options that every later read of the run uses: the chain id and confirmations the
+    preflight resolved, so a node swapped mid-run fails instead of mixing chains."""
+    return replace(opts, confirmations=view.confirmations, chain_id=view.chain_id)
+
+
 def run_ingest(
     spark,
     opts: SourceOptions,
@@ -99,7 +113,6 @@ def run_ingest(
     *,
     scope: str | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
-    check_reorgs: bool = True,
 ) -> IngestResult:
     """Run one ``availableNow`` query over ``[opts.start_block, opts.end_block)``.
 
@@ -108,10 +121,10 @@ def run_ingest(
     re-ingested (see ``repair_reorg``); if the scope's checkpoint claims blocks the lake lacks,
     it is rewound (see ``ingestion.checkpoint``).
     """
-    opts = replace(opts, dataset=BUNDLE_NAME)
     view = preflight(opts)
+    opts = pin_to_chain(replace(opts, dataset=BUNDLE_NAME), view)
     started = time.monotonic()
-    reorg = repair_reorg(spark, opts, lake, view) if check_reorgs else None
+    reorg = repair_reorg(spark, opts, lake, view)
     checkpoint = lake.checkpoint_uri(scope or default_scope(opts.start_block, opts.end_block))
     rewound_to = resume_point(lake, checkpoint, opts.start_block)
     if rewound_to is not None:
@@ -137,12 +150,7 @@ def run_ingest(
             raise RuntimeError(f"batch {batch_id}: {bundle.num_rows} blocks for range "
                                f"[{start}, {end}); refusing to write a range with gaps")
         written = lake.write_bundle(bundle, start, end, app_transaction=(app_id, batch_id))
-        progress = BatchProgress(
-            batch_id=batch_id, start=start, end=end,
-            rows={name: w.rows for name, w in written.items()},
-            versions={name: w.version for name, w in written.items()},
-            seconds=time.monotonic() - started,
-        )
+        progress = BatchProgress.of(batch_id, start, end, written, time.monotonic() - started)
         result.batches.append(progress)
         if on_batch is not None:
             on_batch(progress)
@@ -150,8 +158,6 @@ def run_ingest(
     query = (
         spark.readStream.format("evm")
         .options(**opts.as_spark_options())
-        .option("confirmations", str(view.confirmations))
-        .option("chain_id", str(view.chain_id))
         .load()
         .writeStream.queryName(f"chainlake-{scope or 'ingest'}")
         .foreachBatch(write_batch)
@@ -182,11 +188,7 @@ def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end
         chunk = replace(opts, dataset=BUNDLE_NAME, start_block=a, end_block=b)
         bundle = spark.read.format("evm").options(**chunk.as_spark_options()).load().toArrow()
         written = lake.write_bundle(bundle, a, b)
-        progress = BatchProgress(
-            batch_id=len(done), start=a, end=b,
-            rows={name: w.rows for name, w in written.items()},
-            versions={name: w.version for name, w in written.items()},
-            seconds=time.monotonic() - started)
+        progress = BatchProgress.of(len(done), a, b, written, time.monotonic() - started)
         done.append(progress)
         if on_batch is not None:
             on_batch(progress)
@@ -200,15 +202,15 @@ def repair_reorg(spark, opts: SourceOptions, lake: BronzeLake, view: ChainView
     Blocks above the ancestor are replaced with the node's up to its safe head; stored blocks
     beyond the safe head (a shorter new chain) are removed, to be ingested when they are safe.
     """
+    opts = pin_to_chain(opts, view)
     with opts.client() as client:
         divergence = find_divergence(lake, client, head=view.head)
     if divergence is None:
         return None
     first, stored_end = divergence.first_replaced, divergence.stored_tip + 1
     replace_end = min(stored_end, view.safe_end)
-    options = replace(opts, confirmations=view.confirmations, chain_id=view.chain_id)
     if replace_end > first:
-        reingest_range(spark, options, lake, first, replace_end)
+        reingest_range(spark, opts, lake, first, replace_end)
     removed = None
     if replace_end < stored_end:
         start = max(first, replace_end)

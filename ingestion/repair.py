@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ingestion.continuity import ContinuityReport, validate_range
-from ingestion.ingest import BatchProgress, ReorgRepair, preflight, reingest_range, repair_reorg
+from ingestion.ingest import (
+    BatchProgress,
+    ReorgRepair,
+    pin_to_chain,
+    preflight,
+    reingest_range,
+    repair_reorg,
+)
 from ingestion.sink import BronzeLake
 from ingestion.source import SourceOptions
 
@@ -55,7 +62,7 @@ def repair_lake(spark, opts: SourceOptions, lake: BronzeLake, start: int | None 
     """Re-ingest until the continuity suite passes over ``[start, end)`` (or rounds run out)."""
     view = preflight(opts)
     reorg = repair_reorg(spark, opts, lake, view)
-    options = replace(opts, confirmations=view.confirmations, chain_id=view.chain_id)
+    options = pin_to_chain(opts, view)
     before = report = validate_range(lake, start, end, chain_id=view.chain_id,
                                      max_examples=max_examples)
     result = RepairResult(before=before, after=report, reorg=reorg)

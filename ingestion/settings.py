@@ -8,6 +8,9 @@ from ingestion.devnet import DEFAULT_HOST, DEFAULT_PORT, DEVNET_CHAIN_ID
 
 ENV_RPC_URL = "CHAINLAKE_RPC_URL"
 ENV_LAKE_URI = "CHAINLAKE_LAKE_URI"
+ENV_SPARK_MASTER = "CHAINLAKE_SPARK_MASTER"
+
+DEFAULT_SPARK_MASTER = "local[2,3]"  # 2 cores; up to 3 attempts per task (local[N] never retries)
 
 DEFAULT_RPC_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # the embedded devnet
 DEFAULT_LAKE_URI = "./lake"
@@ -39,6 +42,10 @@ def rpc_url_from_env() -> str:
 
 def lake_uri_from_env() -> str:
     return os.environ.get(ENV_LAKE_URI) or DEFAULT_LAKE_URI
+
+
+def spark_master_from_env() -> str:
+    return os.environ.get(ENV_SPARK_MASTER) or DEFAULT_SPARK_MASTER
 
 
 # Dagster partitions: fixed block ranges. Mainnet-sized by default; small on the devnet so the

@@ -53,6 +53,7 @@ from pyspark.sql.streaming.datasource import (
 from pyspark.sql.types import StructType
 
 from ingestion import settings
+from ingestion.rpc import RpcClient, RpcSettings
 from ingestion.schemas import BUNDLE_NAME, DATASETS, arrow_schema_of, spark_schema
 
 log = logging.getLogger("chainlake.source")
@@ -85,9 +86,9 @@ class SourceOptions:
     max_blocks_per_trigger: int = settings.DEFAULT_MAX_BLOCKS_PER_TRIGGER
     blocks_per_partition: int = settings.DEFAULT_BLOCKS_PER_PARTITION
     rpc_blocks_per_request: int = settings.DEFAULT_RPC_BLOCKS_PER_REQUEST
-    rpc_timeout_s: float = 30.0
-    rpc_max_retries: int = 6
-    rpc_max_batch_size: int = 100
+    rpc_timeout_s: float = RpcSettings.timeout_s
+    rpc_max_retries: int = RpcSettings.max_retries
+    rpc_max_batch_size: int = RpcSettings.max_batch_size
     rpc_requests_per_second: float | None = None
 
     @classmethod
@@ -143,9 +144,7 @@ class SourceOptions:
         """The options as Spark strings, omitting unset ones (inverse of ``parse``)."""
         return {k: str(v) for k, v in asdict(self).items() if v is not None}
 
-    def client(self):
-        from ingestion.rpc import RpcClient
-
+    def client(self) -> RpcClient:
         return RpcClient(
             self.rpc_url,
             timeout_s=self.rpc_timeout_s,

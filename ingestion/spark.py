@@ -8,7 +8,7 @@ import threading
 
 from pyspark.sql import SparkSession
 
-DEFAULT_MASTER = "local[2,3]"  # 2 cores; up to 3 attempts per task (plain local[N] never retries)
+from ingestion import settings
 
 _lock = threading.Lock()
 
@@ -29,7 +29,7 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
-        master = master or os.environ.get("CHAINLAKE_SPARK_MASTER") or DEFAULT_MASTER
+        master = master or settings.spark_master_from_env()
         builder = (
             SparkSession.builder.master(master)
             .appName(app_name)
