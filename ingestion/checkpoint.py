@@ -1,9 +1,15 @@
-"""Spark streaming checkpoints of ingestion scopes: where they stand, and rewinding them.
+"""Spark streaming checkpoints of ingestion scopes: where they stand, and when to drop them.
 
-The lake is the truth, the checkpoint a bookmark. When a checkpoint claims blocks the lake no
-longer holds (a reorg repair removed blocks past a shorter chain's safe head, or rows were
-deleted by hand), the scope's checkpoint is dropped and the next query starts at the first
-block the lake is missing, so nothing is skipped.
+The lake is the truth, the checkpoint a bookmark. Before a query starts:
+
+* an unreadable checkpoint (garbage or an empty file in ``offsets/``, ``commits/`` or
+  ``metadata``, e.g. after a disk filled up) is moved aside, kept under a name the warning gives,
+  and the scope resumes from the lake;
+* a checkpoint that claims blocks the lake no longer holds (a reorg repair removed blocks past a
+  shorter chain's safe head, or rows were deleted by hand) is dropped and the query starts at
+  the first block the lake is missing;
+* without a checkpoint the scope also starts at the first block of its range the lake is
+  missing: blocks already stored are not fetched again.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from ingestion.sink import BronzeLake, is_local
@@ -18,12 +25,64 @@ from ingestion.sink import BronzeLake, is_local
 log = logging.getLogger("chainlake.checkpoint")
 
 
+def _local_path(checkpoint: str) -> Path | None:
+    return Path(checkpoint.removeprefix("file://")) if is_local(checkpoint) else None
+
+
+def _batch_files(root: Path, folder: str) -> list[Path]:
+    return sorted(((root / folder).glob("[0-9]*")), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+
+
+def unreadable_reason(checkpoint: str) -> str | None:
+    """Why Spark could not start from this checkpoint (a file and its problem), or None."""
+    root = _local_path(checkpoint)
+    if root is None or not root.exists():
+        return None
+    metadata = root / "metadata"
+    try:
+        if not isinstance(json.loads(metadata.read_text()).get("id"), str):
+            return f"{metadata} has no query id"
+    except FileNotFoundError:
+        if any(root.iterdir()):
+            return f"{metadata} is missing"
+        return None
+    except (ValueError, OSError, AttributeError) as err:
+        return f"{metadata} is not a JSON object ({err.__class__.__name__})"
+    for folder in ("offsets", "commits"):
+        for path in _batch_files(root, folder):
+            if not path.name.isdigit():
+                continue
+            try:
+                lines = path.read_text().splitlines()
+                if len(lines) < 2 or not lines[0].startswith("v"):
+                    return f"{path} is truncated or has no version header"
+                for line in lines[1:]:
+                    json.loads(line)
+            except (ValueError, OSError) as err:
+                return f"{path} is not readable ({err.__class__.__name__}: {err})"
+    return None
+
+
+def set_aside_if_unreadable(checkpoint: str) -> Path | None:
+    """Move an unreadable checkpoint aside (kept for inspection); the path it went to, or None."""
+    reason = unreadable_reason(checkpoint)
+    if reason is None:
+        return None
+    root = _local_path(checkpoint)
+    assert root is not None
+    kept = root.with_name(f"{root.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+    root.rename(kept)
+    log.warning("checkpoint %s is unreadable (%s): moved it to %s and resuming from the lake",
+                root, reason, kept)
+    return kept
+
+
 def committed_position(checkpoint: str) -> int | None:
     """Exclusive end block of the last micro-batch Spark committed, or None for a new scope."""
-    if not is_local(checkpoint):
+    root = _local_path(checkpoint)
+    if root is None:
         return None  # remote checkpoints: rely on Spark alone
-    root = Path(checkpoint.removeprefix("file://"))
-    commits = [int(p.name) for p in (root / "commits").glob("[0-9]*") if p.name.isdigit()]
+    commits = [int(p.name) for p in _batch_files(root, "commits") if p.name.isdigit()]
     if not commits:
         return None
     offset_file = root / "offsets" / str(max(commits))
@@ -31,6 +90,12 @@ def committed_position(checkpoint: str) -> int | None:
     from ingestion.source import OFFSET_KEY
 
     return int(json.loads(last_line)[OFFSET_KEY])
+
+
+def has_progress(checkpoint: str) -> bool:
+    """Has Spark planned any micro-batch in this checkpoint (remote ones: assume so)?"""
+    root = _local_path(checkpoint)
+    return root is None or any(p.name.isdigit() for p in _batch_files(root, "offsets"))
 
 
 def first_missing_block(lake: BronzeLake, start: int, end: int) -> int:
@@ -43,12 +108,21 @@ def first_missing_block(lake: BronzeLake, start: int, end: int) -> int:
     return start + len(numbers)
 
 
-def resume_point(lake: BronzeLake, checkpoint: str, start: int) -> int | None:
-    """Where a scope should resume, when its checkpoint is ahead of the lake; else None.
+def resume_point(lake: BronzeLake, checkpoint: str, start: int, end: int) -> int | None:
+    """Where the scope ``[start, end)`` should start when not where its checkpoint says; else None.
 
-    Returns the block to restart from after dropping the checkpoint; None means the
-    checkpoint (or its absence) is consistent with the lake and Spark resumes as usual.
+    An unreadable checkpoint is set aside first. With no checkpoint progress, the first block
+    the lake lacks; with a checkpoint ahead of the lake, that checkpoint is dropped and the
+    first missing block returned. None: Spark resumes from the checkpoint as usual.
     """
+    set_aside_if_unreadable(checkpoint)
+    if not has_progress(checkpoint):
+        missing = first_missing_block(lake, start, end) if end > start else start
+        if missing == start:
+            return None
+        log.info("the lake already holds blocks [%d, %d): starting at %d", start, missing, missing)
+        _drop(checkpoint)
+        return missing
     position = committed_position(checkpoint)
     if position is None or position <= start:
         return None
@@ -57,5 +131,11 @@ def resume_point(lake: BronzeLake, checkpoint: str, start: int) -> int | None:
         return None
     log.warning("checkpoint %s is at block %d but the lake lacks block %d: rewinding",
                 checkpoint, position, missing)
-    shutil.rmtree(checkpoint.removeprefix("file://"))
+    _drop(checkpoint)
     return missing
+
+
+def _drop(checkpoint: str) -> None:
+    root = _local_path(checkpoint)
+    if root is not None and root.exists():
+        shutil.rmtree(root)

@@ -1,9 +1,13 @@
 """One ingestion run: a Spark ``availableNow`` query of the `evm` bundle stream into bronze tables.
 
-The same code path serves ``chainlake ingest`` and the Dagster assets. Each micro-batch is one
-contiguous block range (admission control bounds its size); ``foreachBatch`` collects it as
-Arrow, splits it into blocks / transactions / logs and range-replaces each bronze table. The
-checkpoint (one per scope, under the lake root) makes a rerun resume where the last one stopped.
+The same code path serves ``chainlake ingest`` and the Dagster assets. Before anything else a
+run checks that the node serves the lake's chain (``ingestion.identity``) and creates missing
+tables; then it repairs a reorg below the stored tip (refusing one deeper than the maximum reorg
+depth). Each micro-batch is one contiguous block range (admission control bounds its size);
+``foreachBatch`` collects it as Arrow, checks that it links to the blocks around it
+(``ingestion.links``), splits it into blocks / transactions / logs and range-replaces each bronze
+table. The checkpoint (one per scope, under the lake root) makes a rerun resume where the last
+one stopped.
 """
 
 from __future__ import annotations
@@ -17,13 +21,32 @@ from dataclasses import dataclass, field, replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingestion import settings
 from ingestion.checkpoint import resume_point
-from ingestion.reorg import find_divergence
+from ingestion.identity import (
+    ChainIdentity,
+    ChainIdentityError,
+    block_hash,
+    check_same_chain,
+    node_identity,
+)
+from ingestion.links import check_links
+from ingestion.reorg import Divergence, find_divergence
+from ingestion.rpc import MissingBlockError
 from ingestion.schemas import TABLES
 from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult
-from ingestion.source import BUNDLE_NAME, ChainView, SourceOptions, observe_chain
+from ingestion.source import (
+    BUNDLE_NAME,
+    ChainView,
+    InconsistentChainError,
+    SourceOptions,
+    observe_chain,
+)
 
 log = logging.getLogger("chainlake.ingest")
+
+# A range that does not link to its neighbours is read again this many times before the run fails.
+LINK_REREADS = 2
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,46 @@ def pin_to_chain(opts: SourceOptions, view: ChainView) -> SourceOptions:
     return replace(opts, confirmations=view.confirmations, chain_id=view.chain_id)
 
 
+def bind_lake_to_chain(lake: BronzeLake, opts: SourceOptions, view: ChainView) -> ChainIdentity:
+    """Refuse a node of another chain than the lake's, then create any missing table.
+
+    A lake without a recorded identity (new, or made by an earlier version) takes the node's,
+    after checking the lowest block it already stores against the node.
+    """
+    stored = lake.identity()
+    with opts.client() as client:
+        if stored is not None:
+            try:
+                node = node_identity(client, view.chain_id, stored.anchor_block)
+            except MissingBlockError:
+                raise ChainIdentityError(
+                    f"cannot check that the node at {client.redacted_url} serves the chain of "
+                    f"the lake {lake.root} ({stored.describe()}): it does not serve block "
+                    f"{stored.anchor_block}") from None
+            check_same_chain(stored, node, lake.root, client.redacted_url)
+            identity = stored
+        else:
+            identity = node_identity(client, view.chain_id, 0, fallback_block=opts.start_block)
+            _check_stored_rows_on_chain(lake, client, identity)
+    lake.prepare(identity)
+    return identity
+
+
+def _check_stored_rows_on_chain(lake: BronzeLake, client, identity: ChainIdentity) -> None:
+    """For a lake without an identity: its lowest stored block must be the node's."""
+    bounds = lake.stored_bounds()
+    if bounds is None:
+        return
+    lowest = bounds[0]
+    row = lake.read_range("blocks", lowest, lowest + 1, ["chain_id", "block_hash"]).to_pylist()[0]
+    node_hash = block_hash(client, lowest)
+    if row["chain_id"] != identity.chain_id or row["block_hash"] != node_hash:
+        raise ChainIdentityError(
+            f"the node at {client.redacted_url} serves another chain than the lake {lake.root}: "
+            f"the lake's block {lowest} is chain id {row['chain_id']} {row['block_hash']}, the "
+            f"node's is chain id {identity.chain_id} {node_hash}; refusing to write")
+
+
 def run_ingest(
     spark,
     opts: SourceOptions,
@@ -113,25 +176,34 @@ def run_ingest(
     *,
     scope: str | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    max_reorg_depth: int | None = None,
 ) -> IngestResult:
     """Run one ``availableNow`` query over ``[opts.start_block, opts.end_block)``.
 
     Stops at ``end_block`` or at the safe head captured when the run began, whichever is lower.
-    First, if the lake's stored tip is no longer on the node's chain, the reorged blocks are
-    re-ingested (see ``repair_reorg``); if the scope's checkpoint claims blocks the lake lacks,
-    it is rewound (see ``ingestion.checkpoint``).
+    First the node must serve the lake's chain (``ChainIdentityError`` otherwise); if the
+    lake's stored tip is no longer on the node's chain, the reorged blocks are re-ingested (see
+    ``repair_reorg``; deeper than ``max_reorg_depth``, default per chain: ``DeepReorgError``);
+    the scope's checkpoint is set aside when unreadable and rewound when ahead of the lake (see
+    ``ingestion.checkpoint``).
     """
     view = preflight(opts)
     opts = pin_to_chain(replace(opts, dataset=BUNDLE_NAME), view)
     started = time.monotonic()
-    reorg = repair_reorg(spark, opts, lake, view)
+    bind_lake_to_chain(lake, opts, view)
+    reorg = repair_reorg(spark, opts, lake, view, max_depth=max_reorg_depth)
+    # The run ends at the safe head captured now, however far the chain grows while it runs.
+    target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
     checkpoint = lake.checkpoint_uri(scope or default_scope(opts.start_block, opts.end_block))
-    rewound_to = resume_point(lake, checkpoint, opts.start_block)
+    rewound_to = resume_point(lake, checkpoint, opts.start_block, target)
     if rewound_to is not None:
         opts = replace(opts, start_block=rewound_to)
-    target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
     result = IngestResult(start_block=opts.start_block, target_end=target, chain=view,
                           reorg=reorg, rewound_to=rewound_to)
+    if opts.start_block >= target:
+        result.seconds = time.monotonic() - started
+        return result
+    opts = replace(opts, end_block=target)
 
     def write_batch(df, batch_id: int) -> None:
         # The query id survives restarts on the same checkpoint; a replayed batch that the lake
@@ -146,10 +218,8 @@ def run_ingest(
             return
         numbers = bundle.column("block_number")
         start, end = pc.min(numbers).as_py(), pc.max(numbers).as_py() + 1
-        if bundle.num_rows != end - start:  # the source guarantees contiguous ranges
-            raise RuntimeError(f"batch {batch_id}: {bundle.num_rows} blocks for range "
-                               f"[{start}, {end}); refusing to write a range with gaps")
-        written = lake.write_bundle(bundle, start, end, app_transaction=(app_id, batch_id))
+        written = write_linked(spark, opts, lake, bundle, start, end,
+                               app_transaction=(app_id, batch_id))
         progress = BatchProgress.of(batch_id, start, end, written, time.monotonic() - started)
         result.batches.append(progress)
         if on_batch is not None:
@@ -174,20 +244,48 @@ def run_ingest(
     return result
 
 
+def read_bundle(spark, opts: SourceOptions, start: int, end: int) -> pa.Table:
+    """Blocks ``[start, end)`` with their transactions and logs, batch-read from the node."""
+    chunk = replace(opts, dataset=BUNDLE_NAME, start_block=start, end_block=end)
+    return spark.read.format("evm").options(**chunk.as_spark_options()).load().toArrow()
+
+
+def write_linked(spark, opts: SourceOptions, lake: BronzeLake, bundle: pa.Table, start: int,
+                 end: int, app_transaction: tuple[str, int] | None = None) -> dict[str, WriteResult]:
+    """Range-replace ``[start, end)`` with ``bundle`` once it links to the blocks around it.
+
+    A range that does not link (a stale backend behind a load balancer, a reorg under our feet)
+    is read again from the node, ``LINK_REREADS`` times; then ``InconsistentChainError`` names
+    the block, and nothing of the range is written.
+    """
+    for attempt in range(LINK_REREADS + 1):
+        broken = check_links(bundle, start, end, lake, opts.client)
+        if broken is None:
+            return lake.write_bundle(bundle, start, end, app_transaction=app_transaction)
+        log.warning("blocks [%d, %d) do not link up (%s): %s", start, end,
+                    "reading them again" if attempt < LINK_REREADS else "giving up",
+                    broken.message())
+        if attempt < LINK_REREADS:
+            bundle = read_bundle(spark, opts, start, end)
+    raise InconsistentChainError(
+        f"{broken.message()}, still after reading blocks [{start}, {end}) {LINK_REREADS + 1} "
+        f"times; nothing of that range was written (a reorg deeper than the confirmations, or a "
+        f"node serving stale blocks: rerun to repair)")
+
+
 def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end: int,
                    on_batch: Callable[[BatchProgress], None] | None = None) -> list[BatchProgress]:
     """Batch-read blocks ``[start, end)`` from the node and range-replace them in the lake.
 
     No checkpoint: used to repair (reorgs, ``chainlake repair``), where the range is known.
-    Chunks of ``max_blocks_per_trigger`` bound memory like the stream's micro-batches.
+    Chunks of ``max_blocks_per_trigger`` bound memory like the stream's micro-batches; each
+    chunk must link to the blocks around it, like a micro-batch.
     """
     done: list[BatchProgress] = []
     started = time.monotonic()
     for a in range(start, end, opts.max_blocks_per_trigger):
         b = min(a + opts.max_blocks_per_trigger, end)
-        chunk = replace(opts, dataset=BUNDLE_NAME, start_block=a, end_block=b)
-        bundle = spark.read.format("evm").options(**chunk.as_spark_options()).load().toArrow()
-        written = lake.write_bundle(bundle, a, b)
+        written = write_linked(spark, opts, lake, read_bundle(spark, opts, a, b), a, b)
         progress = BatchProgress.of(len(done), a, b, written, time.monotonic() - started)
         done.append(progress)
         if on_batch is not None:
@@ -195,28 +293,34 @@ def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end
     return done
 
 
-def repair_reorg(spark, opts: SourceOptions, lake: BronzeLake, view: ChainView
-                 ) -> ReorgRepair | None:
+def repair_reorg(spark, opts: SourceOptions, lake: BronzeLake, view: ChainView, *,
+                 max_depth: int | None = None, rewrite_history: bool = False,
+                 on_divergence: Callable[[Divergence], None] | None = None) -> ReorgRepair | None:
     """If the stored tip is off the node's chain, re-ingest from the common ancestor.
 
-    Blocks above the ancestor are replaced with the node's up to its safe head; stored blocks
-    beyond the safe head (a shorter new chain) are removed, to be ingested when they are safe.
+    Stored blocks above the ancestor are removed first (a crash then leaves a shorter lake, all
+    on the node's chain), then re-ingested from the node up to its safe head; those beyond it
+    (a shorter new chain) are ingested later, when they are safe. A divergence deeper than
+    ``max_depth`` (default per chain) is refused unless ``rewrite_history``.
+    ``on_divergence`` hears what will be replaced before anything is.
     """
     opts = pin_to_chain(opts, view)
+    if max_depth is None:
+        max_depth = settings.default_max_reorg_depth(view.chain_id)
     with opts.client() as client:
-        divergence = find_divergence(lake, client, head=view.head)
+        divergence = find_divergence(lake, client, head=view.head,
+                                     max_depth=None if rewrite_history else max_depth)
     if divergence is None:
         return None
+    if on_divergence is not None:
+        on_divergence(divergence)
     first, stored_end = divergence.first_replaced, divergence.stored_tip + 1
     replace_end = min(stored_end, view.safe_end)
+    for name in WRITE_ORDER:
+        lake.replace_range(name, TABLES[name].arrow_schema.empty_table(), first, stored_end)
     if replace_end > first:
         reingest_range(spark, opts, lake, first, replace_end)
-    removed = None
-    if replace_end < stored_end:
-        start = max(first, replace_end)
-        for name in WRITE_ORDER:
-            lake.replace_range(name, TABLES[name].arrow_schema.empty_table(), start, stored_end)
-        removed = (start, stored_end)
+    removed = (max(first, replace_end), stored_end) if replace_end < stored_end else None
     repair = ReorgRepair(ancestor=divergence.ancestor, depth=divergence.depth,
                          replaced=(first, max(first, replace_end)), removed=removed)
     log.warning("reorg of depth %d repaired: re-ingested blocks [%d, %d)%s", repair.depth,
@@ -228,7 +332,7 @@ def repair_reorg(spark, opts: SourceOptions, lake: BronzeLake, view: ChainView
 _OUR_ERRORS = (
     "ChainIdMismatchError", "MissingBlockError", "RpcTransportError", "RpcResponseError",
     "RpcError", "TransformError", "InconsistentChainError", "BlockNotAvailableError",
-    "SourceOptionError",
+    "SourceOptionError", "ChainIdentityError", "DeepReorgError", "LakeError",
 )
 _ERROR_LINE = re.compile(r"(?:[\w.]+\.)?(" + "|".join(_OUR_ERRORS) + r"): (.+)")
 

@@ -4,6 +4,10 @@ Before a run writes past the last stored block it asks the node for the hash of 
 If the node's block there differs (a reorg deeper than the confirmations kept back), it walks
 back, a window of blocks per round trip, comparing stored hashes with the node's until they agree:
 that block is the common ancestor, and everything above it is re-ingested by range-replace.
+
+A divergence deeper than the maximum reorg depth (``settings.default_max_reorg_depth``) is not a
+reorg: it is refused with ``DeepReorgError``, and only an explicit ``chainlake repair
+--rewrite-history`` (``max_depth=None``) walks further back.
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ingestion.errors import RefusedError
 from ingestion.rpc import RpcClient
 from ingestion.sink import BronzeLake
 
 log = logging.getLogger("chainlake.reorg")
 
 WALK_BACK_WINDOW = 64  # blocks compared per JSON-RPC round trip while walking back
+
+
+class DeepReorgError(RefusedError):
+    """The lake and the node disagree deeper than the maximum reorg depth."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ class Divergence:
         return self.ancestor + 1
 
 
-def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int) -> Divergence | None:
+def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int,
+                    max_depth: int | None) -> Divergence | None:
     """Compare the stored tip with the node's chain; on a mismatch, find the common ancestor.
 
     ``head`` is the node's current head. Stored blocks above it are not evidence of a reorg:
@@ -43,6 +53,8 @@ def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int) -> Diverg
     would only churn. The comparison starts at the highest stored block the node has; a real
     reorg always replaces blocks at or below the new head.
     Returns None when that block is on the node's chain (the normal case: one round trip).
+    The walk stops ``max_depth`` blocks below the stored tip with ``DeepReorgError``; with
+    ``max_depth=None`` it goes down to the lowest stored block.
     """
     bounds = lake.stored_bounds()
     if bounds is None:
@@ -54,10 +66,11 @@ def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int) -> Diverg
     tip = min(stored_tip, head)
     if tip < lowest:
         return None
+    floor = lowest if max_depth is None else max(lowest, stored_tip - max_depth)
     hi, top = tip, None  # top: the highest block actually stored at or below ``tip``
     window = 1  # the normal case needs one hash; walking back takes bigger steps
-    while hi >= lowest:
-        lo = max(lowest, hi - window + 1)
+    while hi >= floor:
+        lo = max(floor, hi - window + 1)
         window = WALK_BACK_WINDOW
         stored = lake.block_hashes(lo, hi + 1)
         comparable = [n for n in range(lo, hi + 1) if n in stored]
@@ -78,6 +91,12 @@ def find_divergence(lake: BronzeLake, client: RpcClient, *, head: int) -> Diverg
         hi = lo - 1
     if top is None:
         return None
+    if floor > lowest:
+        raise DeepReorgError(
+            f"the lake's blocks {floor}..{stored_tip} are not on the node's chain: a divergence "
+            f"deeper than the maximum reorg depth {max_depth} is refused, not repaired (is the "
+            f"RPC URL right?). If the chain really rewrote that much history, `chainlake repair "
+            f"--rewrite-history` replaces it")
     log.warning("reorg: no stored block from %d to %d is on the node's chain", lowest, top)
     return Divergence(ancestor=lowest - 1, stored_tip=stored_tip)
 

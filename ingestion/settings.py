@@ -36,6 +36,26 @@ def default_confirmations(chain_id: int) -> int:
     return CONFIRMATIONS_BY_CHAIN.get(chain_id, DEFAULT_CONFIRMATIONS)
 
 
+# Deepest divergence between the lake and the node that a run repairs as a reorg; anything deeper
+# is refused (a node of another chain, or history rewritten by hand): only
+# `chainlake repair --rewrite-history` replaces it. Per chain id, from how deep real reorgs go:
+MAX_REORG_DEPTH_BY_CHAIN: dict[int, int] = {
+    # Ethereum: blocks are final after two epochs (64 slots, ~13 min); the deepest reorg since
+    # the merge was 7 blocks. 128 = two finality windows.
+    1: 128,
+    # Polygon PoS: a 157-block reorg happened in February 2023; milestones now finalize in
+    # ~16 blocks, but old nodes and history still allow deep ones.
+    137: 256,
+    # The devnet reorganizes only when a test says so (anvil_reorg, a few blocks deep).
+    DEVNET_CHAIN_ID: 64,
+}
+DEFAULT_MAX_REORG_DEPTH = 128
+
+
+def default_max_reorg_depth(chain_id: int) -> int:
+    return MAX_REORG_DEPTH_BY_CHAIN.get(chain_id, DEFAULT_MAX_REORG_DEPTH)
+
+
 def rpc_url_from_env() -> str:
     return os.environ.get(ENV_RPC_URL) or DEFAULT_RPC_URL
 

@@ -12,6 +12,12 @@ range replace reads and rewrites only the files whose range overlaps it; every o
 untouched (``tests/integration/test_sink.py`` checks the removed files). Run ``optimize`` with
 Z-order on ``block_number`` to compact small files of a long-running stream.
 
+Creation, once and race-free: tables are created (empty, with their declared schema and the
+lake's chain identity, see ``ingestion.identity``) before any data write, by staging version 0
+of the Delta log elsewhere and linking it into place, which fails for every writer but the first.
+delta-rs alone would let two writers both "create" a missing table (the loser is retried as
+version 1 with a new table id and its rows added, not replacing the winner's): rows doubled.
+
 Exactly once, cheaply: the ``blocks`` commit of a streaming micro-batch also records a Delta
 application transaction ``(app_id = the query's id, version = batch id)``. A replayed batch
 whose version is already recorded is skipped without fetching anything to write; a batch that
@@ -20,8 +26,12 @@ crashed half-way (children written, blocks not) is simply written again.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +39,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from ingestion.errors import RefusedError
+from ingestion.identity import ChainIdentity
 from ingestion.schemas import TABLES
 from ingestion.transform import split_bundle
 
@@ -39,6 +52,11 @@ log = logging.getLogger("chainlake.sink")
 # Children first, blocks last: see module docstring.
 WRITE_ORDER = ("transactions", "logs", "blocks")
 COMMIT_ATTEMPTS = 8
+
+
+class LakeError(RefusedError):
+    """A table of the lake cannot be used as it is: unreadable Delta log, another schema, or
+    tables that disagree about their chain."""
 
 
 def is_local(uri: str) -> bool:
@@ -74,10 +92,95 @@ class BronzeLake:
         return f"{self.root}/_checkpoints/{scope}"
 
     def table(self, name: str) -> DeltaTable | None:
+        """The Delta table, None if it does not exist; ``LakeError`` if its log is unreadable."""
+        uri = self.table_uri(name)
         try:
-            return DeltaTable(self.table_uri(name))
+            return DeltaTable(uri)
         except TableNotFoundError:
             return None
+        except (DeltaError, OSError, ValueError) as err:
+            raise LakeError(f"{uri}: cannot read the Delta log{_unreadable_version(uri)}: "
+                            f"{_first_line(err)}") from None
+
+    def exists(self) -> bool:
+        """Does the lake hold any bronze table yet?"""
+        return any(self.table(name) is not None for name in TABLES)
+
+    def identity(self) -> ChainIdentity | None:
+        """The chain recorded in the tables' metadata (None: no table has one yet)."""
+        found: dict[str, ChainIdentity] = {}
+        for name in TABLES:
+            dt = self.table(name)
+            if dt is None:
+                continue
+            try:
+                identity = ChainIdentity.from_properties(dt.metadata().configuration)
+            except ValueError as err:
+                raise LakeError(f"{self.table_uri(name)}: {err}") from None
+            if identity is not None:
+                found[name] = identity
+        if len(set(found.values())) > 1:
+            raise LakeError(f"the tables of {self.root} disagree about their chain: " + "; ".join(
+                f"{name}: {identity.describe()}" for name, identity in found.items()))
+        return next(iter(found.values()), None)
+
+    def prepare(self, identity: ChainIdentity) -> None:
+        """Make every table exist with its declared schema and ``identity``, before any write.
+
+        Missing tables are created race-free; existing ones must have the declared columns
+        (``LakeError`` names the missing and mistyped ones) and no other chain identity; a table
+        without an identity (made by an earlier version) gets it recorded. The caller has
+        checked that ``identity`` is the node's and the lake's.
+        """
+        for name in TABLES:
+            dt = self.table(name)
+            if dt is None:
+                self._create(name, identity)
+                dt = self.table(name)
+            self.check_schema(name, dt)
+            if ChainIdentity.from_properties(dt.metadata().configuration) is None:
+                dt.alter.set_table_properties(identity.properties(), raise_if_not_exists=False)
+
+    def check_schema(self, name: str, dt: DeltaTable) -> None:
+        """``LakeError`` naming the columns of ``dt`` that are missing or of another type."""
+        declared = DeltaSchema.from_arrow(TABLES[name].arrow_schema)
+        stored = {f.name: f.type for f in dt.schema().fields}
+        missing = [f.name for f in declared.fields if f.name not in stored]
+        mistyped = [f"{f.name} ({_type_name(stored[f.name])}, expected {_type_name(f.type)})"
+                    for f in declared.fields if f.name in stored and stored[f.name] != f.type]
+        if missing or mistyped:
+            problems = ([f"missing columns {', '.join(missing)}"] if missing else []) + (
+                [f"mistyped columns {', '.join(mistyped)}"] if mistyped else [])
+            raise LakeError(f"{self.table_uri(name)} does not have the bronze {name} schema: "
+                            + "; ".join(problems))
+
+    def _create(self, name: str, identity: ChainIdentity | None) -> None:
+        """Create the empty table once, whatever other writers do at the same moment."""
+        uri = self.table_uri(name)
+        configuration = identity.properties() if identity is not None else None
+        create = dict(schema=TABLES[name].arrow_schema, name=name, description=TABLES[name].doc,
+                      configuration=configuration, raise_if_key_not_exists=False)
+        if not is_local(uri):
+            # Object stores: delta-rs's own put-if-absent of version 0 (its retry of a lost
+            # creation as version 1 adds no rows: the table is empty).
+            DeltaTable.create(uri, mode="ignore", **create)
+            return
+        first_commit = Path(uri) / "_delta_log" / f"{0:020d}.json"
+        if first_commit.exists():
+            return
+        staging_root = Path(self.root) / "_staging"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"create-{name}-", dir=staging_root))
+        try:
+            DeltaTable.create(str(staging), mode="error", **create)
+            first_commit.parent.mkdir(parents=True, exist_ok=True)
+            try:  # atomic, and fails if another writer linked its version 0 first
+                os.link(staging / "_delta_log" / first_commit.name, first_commit)
+                log.info("created %s", uri)
+            except FileExistsError:
+                log.info("%s was created by another writer at the same moment", uri)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def read(self, name: str) -> pa.Table:
         """The whole table as Arrow (declared schema), empty if it does not exist yet."""
@@ -130,6 +233,18 @@ class BronzeLake:
         return dict(zip(rows.column("block_number").to_pylist(),
                         rows.column("block_hash").to_pylist(), strict=True))
 
+    def stored_links(self, numbers: list[int]) -> dict[int, tuple[str, str]]:
+        """Stored ``block_number -> (block_hash, parent_hash)`` for those of ``numbers`` stored."""
+        dt = self.table("blocks")
+        wanted = [n for n in numbers if n >= 0]
+        if dt is None or not wanted:
+            return {}
+        rows = dt.to_pyarrow_dataset().to_table(
+            columns=["block_number", "block_hash", "parent_hash"],
+            filter=pc.field("block_number").isin(wanted))
+        return {n: (h, p) for n, h, p in zip(*(rows.column(c).to_pylist() for c in rows.column_names),
+                                              strict=True)}
+
     def committed_batch(self, app_id: str) -> int | None:
         """Last streaming batch id recorded for ``app_id`` in the ``blocks`` table."""
         dt = self.table("blocks")
@@ -141,6 +256,8 @@ class BronzeLake:
         uri = self.table_uri(name)  # ValueError for an unknown table, before anything else
         if end <= start:
             raise ValueError(f"empty block range [{start}, {end})")
+        if self.table(name) is None:  # never let delta-rs create it: see module docstring
+            self._create(name, self.identity())
         # delta-rs silently coerces some wrong types: cast to the declared schema first (the range
         # check below must compare numbers, not e.g. the text "10" with 9).
         data = rows.select(TABLES[name].arrow_schema.names).cast(TABLES[name].arrow_schema)
@@ -177,3 +294,29 @@ class BronzeLake:
                                      app_transaction if name == "blocks" else None)
             for name in WRITE_ORDER
         }
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _type_name(t: object) -> str:
+    return getattr(t, "type", None) or type(t).__name__.removesuffix("Type").lower()
+
+
+def _unreadable_version(uri: str) -> str:
+    """`` at version N (file)``: the first commit file of a local table that is not JSON lines."""
+    if not is_local(uri):
+        return ""
+    log_dir = Path(uri) / "_delta_log"
+    for commit in sorted(log_dir.glob("[0-9]" * 20 + ".json")):
+        try:
+            lines = [line for line in commit.read_text().splitlines() if line.strip()]
+            if not lines:
+                raise ValueError("empty")
+            for line in lines:
+                json.loads(line)
+        except (ValueError, OSError):
+            return f" at version {int(commit.stem)} ({commit})"
+    return ""

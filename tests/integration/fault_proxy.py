@@ -9,8 +9,9 @@ break it:
   without a reply), a reset connection (RST), a delay before answering, a truncated JSON body,
   replies in reverse order, or a raw body.
 * ``rules`` (``Rule(method, action, block=None, times=1)``) rewrite matching reply items: set the
-  result to null, give receipts another block hash (a reorg), replace the result with a JSON-RPC
-  error, or leave the item out of the reply.
+  result to null, give receipts another block hash (a reorg), give a block a parent hash that
+  links to nothing (a stale backend's block), replace the result with a JSON-RPC error, or leave
+  the item out of the reply.
 * Knobs that hold until ``reset()``: ``max_batch`` with ``batch_reject`` (``"413"``: HTTP 413;
   ``"object"``: one JSON-RPC error object instead of an array; ``"items"``: an error item per
   call), ``unsupported`` (methods answered with "method not found" in ``unsupported_style``),
@@ -55,7 +56,8 @@ class Fault:
 @dataclass
 class Rule:
     """Rewrite reply items for ``method`` (for block ``block`` if given), ``times`` times
-    (-1: always). ``action``: ``null``, ``fork`` (receipts' blockHash changed), ``error``
+    (-1: always). ``action``: ``null``, ``fork`` (receipts' blockHash changed), ``unlink`` (the
+    block's parentHash changed: it no longer links to the block before it), ``error``
     (JSON-RPC error with ``message``), ``omit`` (item left out of the batch reply)."""
 
     method: str
@@ -220,6 +222,9 @@ class FaultProxy:
             receipts = result if isinstance(result, list) else [result]
             item["result"] = [dict(r, blockHash=FORK_HASH) for r in receipts if r] \
                 if isinstance(result, list) else dict(result or {}, blockHash=FORK_HASH)
+        elif rule.action == "unlink":
+            if isinstance(item.get("result"), dict):
+                item["result"] = dict(item["result"], parentHash=FORK_HASH)
         elif rule.action == "error":
             item.pop("result", None)
             item["error"] = {"code": -32000, "message": rule.message}

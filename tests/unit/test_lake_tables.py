@@ -1,0 +1,115 @@
+"""Creating the bronze tables: once, race-free, with the chain's identity; refusing tables that
+cannot be used (another schema, an unreadable Delta log, another chain)."""
+
+import multiprocessing
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from synthetic_chain import chain, rows_to_table, write
+
+from ingestion.identity import ChainIdentity
+from ingestion.schemas import TABLES
+from ingestion.sink import BronzeLake, LakeError
+
+IDENTITY = ChainIdentity(31337, 0, "0x" + "ab" * 32)
+
+
+def test_prepare_creates_every_table_empty_with_the_identity(lake):
+    lake.prepare(IDENTITY)
+    for name in TABLES:
+        dt = lake.table(name)
+        assert dt.version() == 0
+        assert dt.schema().to_arrow() is not None and len(lake.read(name)) == 0
+    assert lake.identity() == IDENTITY
+    lake.prepare(IDENTITY)  # idempotent: no new commit
+    assert {lake.table(n).version() for n in TABLES} == {0}
+
+
+def test_an_identity_is_recorded_on_tables_that_have_none(lake):
+    write(lake, chain(3), 0, 3)  # tables made without an identity (as earlier versions did)
+    assert lake.identity() is None
+    lake.prepare(IDENTITY)
+    assert lake.identity() == IDENTITY
+    assert len(lake.read("blocks")) == 3
+
+
+def test_tables_that_disagree_about_their_chain_are_refused(lake):
+    lake.prepare(IDENTITY)
+    other = ChainIdentity(1, 0, "0x" + "cd" * 32)
+    lake.table("logs").alter.set_table_properties(other.properties(), raise_if_not_exists=False)
+    with pytest.raises(LakeError, match="disagree about their chain"):
+        lake.identity()
+
+
+def _race(root: str, start_at: float, worker: int) -> None:
+    lake = BronzeLake(root)
+    rows = chain(10, txs=2)
+    while time.time() < start_at:
+        pass
+    if worker % 2:
+        lake.prepare(IDENTITY)
+    write(lake, rows, 0, 10)  # overlapping range-replaces of the same blocks
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_concurrent_writers_on_a_fresh_lake_never_duplicate_a_row(tmp_path, round_):
+    root = str(tmp_path / "lake")
+    start_at = time.time() + 1.5
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_race, args=(root, start_at, i)) for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    lake = BronzeLake(root)
+    for name in TABLES:
+        table = lake.read(name)
+        keys = table.group_by(list(TABLES[name].key)).aggregate([([], "count_all")])
+        assert pc.max(keys.column("count_all")).as_py() == 1, f"{name} has a duplicate key"
+        assert len(table) == {"blocks": 10, "transactions": 20, "logs": 20}[name]
+        # One creation: version 0 alone holds the table's metadata.
+        log_dir = Path(lake.table_uri(name)) / "_delta_log"
+        later = [p for p in log_dir.glob("*.json") if p.stem != f"{0:020d}"]
+        assert not any('"metaData"' in p.read_text() for p in later)
+    assert not any((Path(root) / "_staging").iterdir())
+
+
+def test_a_table_of_another_schema_is_named_with_its_columns(lake):
+    lake.prepare(IDENTITY)
+    schema = TABLES["logs"].arrow_schema
+    odd = pa.schema([f.with_type(pa.string()) if f.name == "log_index" else f
+                     for f in schema if f.name != "address"])
+    uri = lake.table_uri("logs")
+    shutil.rmtree(uri)
+    write_deltalake(uri, odd.empty_table())
+    with pytest.raises(LakeError) as err:
+        lake.prepare(IDENTITY)
+    message = str(err.value)
+    assert uri in message and "missing columns" in message and "mistyped columns" in message
+    assert "missing columns address;" in message
+    assert "log_index (string, expected long)" in message
+
+
+def test_a_truncated_delta_log_is_named_with_its_version(lake):
+    write(lake, chain(3), 0, 3)
+    write(lake, chain(3, first=3), 3, 6)
+    uri = lake.table_uri("blocks")
+    commit = Path(uri) / "_delta_log" / f"{1:020d}.json"
+    commit.write_text(commit.read_text()[: len(commit.read_text()) // 2])
+    with pytest.raises(LakeError) as err:
+        lake.read("blocks")
+    assert f"{uri}: cannot read the Delta log at version 1" in str(err.value)
+
+
+def test_a_table_is_never_left_to_delta_rs_to_create(lake):
+    rows = rows_to_table("blocks", chain(2, txs=0)["blocks"])
+    lake.replace_range("blocks", rows, 0, 2)
+    dt = DeltaTable(lake.table_uri("blocks"))
+    assert dt.version() == 1  # version 0: the empty table; version 1: the rows
+    assert [h["operation"] for h in reversed(dt.history())] == ["CREATE TABLE", "WRITE"]
