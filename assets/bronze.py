@@ -15,6 +15,7 @@ from assets.partitions import BLOCK_RANGES
 from assets.resources import LakeResource, RpcResource, SparkResource
 from ingestion import settings
 from ingestion.ingest import IngestResult, run_ingest
+from ingestion.lake_path import check_lake_writable
 from ingestion.ranges import parse_key
 from ingestion.schemas import TABLES
 
@@ -63,6 +64,7 @@ def bronze_ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: Sp
                   lake: LakeResource):
     """Ingest the selected block ranges from the node into the bronze Delta tables."""
     bronze = lake.lake()
+    check_lake_writable(bronze.root)  # a file, a read-only or full disk: now, not in Spark
     session = spark.session()
     first_block = settings.start_block_from_env()
     results: list[IngestResult] = []

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 
 from ingestion import settings
+from ingestion.errors import RefusedError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -34,13 +37,54 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_number(text: str) -> float:
+    """A positive finite number (``0``, ``-1``, ``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {value}")
+    return value
+
+
+def _rpc_url(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"is empty: give an http(s):// JSON-RPC URL, or leave the option out to use "
+            f"${settings.ENV_RPC_URL} or the devnet")
+    return text.strip()
+
+
+def _lake_uri(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"is empty: give a directory or a URI, or leave the option out to use "
+            f"${settings.ENV_LAKE_URI} or ./lake")
+    return text.strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit code 2), like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chainlake", description=__doc__)
+    parser = _Parser(prog="chainlake", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     devnet = sub.add_parser("devnet", help="run the local devnet with traffic, in the foreground")
-    devnet.add_argument("--port", type=_positive, default=8545)
+    devnet.add_argument("--port", type=_port, default=8545)
     devnet.add_argument("--host", default="127.0.0.1",
                         help="address to bind (0.0.0.0 only inside a container)")
     devnet.add_argument("--blocks", type=_non_negative, default=200,
@@ -48,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     devnet.add_argument("--hardfork", default="prague")
 
     ingest = sub.add_parser("ingest", help="one availableNow run into the bronze tables")
-    ingest.add_argument("--rpc-url", default=None,
+    ingest.add_argument("--rpc-url", type=_rpc_url, default=None,
                         help=f"JSON-RPC URL (default ${settings.ENV_RPC_URL} or the devnet)")
-    ingest.add_argument("--lake", default=None,
+    ingest.add_argument("--lake", type=_lake_uri, default=None,
                         help=f"lake root URI (default ${settings.ENV_LAKE_URI} or ./lake)")
     ingest.add_argument("--start-block", type=_non_negative, required=True)
     ingest.add_argument("--end-block", type=_non_negative, default=None,
@@ -63,8 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                         default=settings.DEFAULT_BLOCKS_PER_PARTITION)
     ingest.add_argument("--chain-id", type=_non_negative, default=None,
                         help="expected chain id; fail if the node reports another")
-    ingest.add_argument("--requests-per-second", type=float, default=None,
+    ingest.add_argument("--requests-per-second", type=_positive_number, default=None,
                         help="cap on JSON-RPC requests per second per task")
+    ingest.add_argument("--max-reorg-depth", type=_positive, default=None,
+                        help="deepest divergence from the node repaired as a reorg; deeper is "
+                             "refused (default per chain: 128 on mainnet)")
     ingest.add_argument("--spark-master", default=None,
                         help=f"default ${settings.ENV_SPARK_MASTER} or {settings.DEFAULT_SPARK_MASTER}")
 
@@ -84,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "over [A, B), re-ingest every offending block with its parent by "
                     "range-replace, and validate again. Exit 0 when the suite passes.")
     add_lake_range_arguments(repair)
-    repair.add_argument("--rpc-url", default=None,
+    repair.add_argument("--rpc-url", type=_rpc_url, default=None,
                         help=f"JSON-RPC URL (default ${settings.ENV_RPC_URL} or the devnet)")
     repair.add_argument("--chain-id", type=_non_negative, default=None,
                         help="expected chain id; fail if the node reports another")
@@ -97,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_lake_range_arguments(parser: argparse.ArgumentParser) -> None:
     """``--lake``, ``--start-block``, ``--end-block``: a block range of an existing lake."""
-    parser.add_argument("--lake", default=None,
+    parser.add_argument("--lake", type=_lake_uri, default=None,
                         help=f"lake root URI (default ${settings.ENV_LAKE_URI} or ./lake)")
     parser.add_argument("--start-block", type=_non_negative, default=None,
                         help="first block (default: the lowest stored block)")
@@ -113,10 +160,43 @@ def lake_and_range(args: argparse.Namespace):
     start, end = args.start_block, args.end_block
     if start is not None and end is not None and end <= start:
         raise CliError(f"end-block ({end}) must be greater than start-block ({start})")
-    lake = BronzeLake(args.lake or settings.lake_uri_from_env())
+    lake = BronzeLake(lake_uri_of(args))
     if lake.table("blocks") is None:
         raise CliError(f"no bronze tables at {lake.root} (nothing ingested there yet?)")
     return lake, start, end
+
+
+def rpc_url_of(args: argparse.Namespace) -> str:
+    """``--rpc-url``, else ``$CHAINLAKE_RPC_URL`` (unset or empty: the devnet). A variable set to
+    nothing but blanks is a ``CliError``, not a silent fallback to the devnet."""
+    if args.rpc_url is not None:
+        return args.rpc_url
+    _refuse_blank_env(settings.ENV_RPC_URL)
+    return settings.rpc_url_from_env()
+
+
+def lake_uri_of(args: argparse.Namespace) -> str:
+    """``--lake``, else ``$CHAINLAKE_LAKE_URI`` (unset or empty: ``./lake``); blanks: ``CliError``."""
+    if args.lake is not None:
+        return args.lake
+    _refuse_blank_env(settings.ENV_LAKE_URI)
+    return settings.lake_uri_from_env()
+
+
+def _refuse_blank_env(name: str) -> None:
+    value = os.environ.get(name)
+    if value and not value.strip():
+        raise CliError(f"${name} is set but blank; unset it or give a value")
+
+
+def check_lake(root: str) -> None:
+    """``ingestion.lake_path.check_lake_writable`` as a ``CliError``: before Spark starts."""
+    from ingestion.lake_path import LakePathError, check_lake_writable
+
+    try:
+        check_lake_writable(root)
+    except LakePathError as err:
+        raise CliError(str(err)) from None
 
 
 def validate_lake(lake, start: int | None, end: int | None, *, chain_id: int | None = None,
@@ -133,13 +213,19 @@ def validate_lake(lake, start: int | None, end: int | None, *, chain_id: int | N
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    # -v is chainlake's own DEBUG (every project logger is ``chainlake.*``); third-party loggers
+    # stay at WARNING: py4j's DEBUG, for one, prints every Spark option, the RPC URL in clear.
+    logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("chainlake").setLevel(logging.DEBUG if args.verbose else logging.NOTSET)
     try:
         return {"devnet": cmd_devnet, "ingest": cmd_ingest, "validate": cmd_validate,
                 "repair": cmd_repair}[args.command](args)
     except CliError as err:
         print(f"chainlake {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RefusedError as err:  # another chain, a deep divergence, an unusable table
+        print(f"chainlake {args.command}: refused: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"chainlake {args.command}: interrupted", file=sys.stderr)
@@ -147,22 +233,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
+    from ingestion.devnet import DevnetError, check_port_free
     from ingestion.traffic import run_devnet
 
-    run_devnet(args.port, args.blocks, hardfork=args.hardfork, follow=True, host=args.host)
+    try:
+        check_port_free(args.port, args.host)  # before anvil starts and traffic is generated
+        run_devnet(args.port, args.blocks, hardfork=args.hardfork, follow=True, host=args.host)
+    except DevnetError as err:  # port in use, anvil missing or not starting: one line
+        raise CliError(str(err)) from None
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     opts = _source_options(
-        rpc_url=args.rpc_url or settings.rpc_url_from_env(),
+        rpc_url=rpc_url_of(args),
         start_block=args.start_block, end_block=args.end_block,
         confirmations=args.confirmations, chain_id=args.chain_id,
         max_blocks_per_trigger=args.max_blocks_per_trigger,
         blocks_per_partition=args.blocks_per_partition,
         rpc_requests_per_second=args.requests_per_second,
     )
-    return ingest_and_report(opts, args.lake or settings.lake_uri_from_env(), args.spark_master)
+    return ingest_and_report(opts, lake_uri_of(args), args.spark_master, args.max_reorg_depth)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -179,25 +270,64 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from ingestion.spark import get_spark
 
     lake, start, end = lake_and_range(args)
-    opts = _source_options(rpc_url=args.rpc_url or settings.rpc_url_from_env(),
+    check_lake(lake.root)  # writable, before Spark starts
+    opts = _source_options(rpc_url=rpc_url_of(args),
                            chain_id=args.chain_id, confirmations=args.confirmations)
     view = _preflight(opts)
     print(f"chainlake repair: {lake.root} against chain {view.chain_id}", flush=True)
     try:
-        result = repair_lake(get_spark(args.spark_master), opts, lake, start, end)
+        result = repair_lake(get_spark(args.spark_master), opts, lake, start, end,
+                             on_plan=_print_repair_plan, on_batch=_print_repair_chunk)
     except NothingToValidate as err:
         raise CliError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - one readable line, whatever Spark wrapped
         print(f"chainlake repair: failed: {explain_failure(err)}", file=sys.stderr)
         return EXIT_FAILED
+    return _print_repair_summary(result)
+
+
+def _print_repair_plan(result, ranges: list[tuple[int, int]]) -> None:
+    """What one repair pass found and is about to re-ingest (before any Spark job)."""
+    from ingestion.continuity import ranges_text
+
     if result.reorg is not None:
         print(f"  reorg below the stored tip: depth {result.reorg.depth}, re-ingested blocks "
-              f"[{result.reorg.replaced[0]}, {result.reorg.replaced[1]})")
-    if result.before.success and not result.reingested:
-        print("  the continuity suite already passed: nothing to repair")
-    for a, b in result.reingested:
-        print(f"  re-ingested blocks [{a}, {b})")
+              f"[{result.reorg.replaced[0]}, {result.reorg.replaced[1]})", flush=True)
+    if result.before is None:
+        print("  no blocks table: every block of the range is re-ingested")
+    elif result.before.success:
+        print("  the continuity suite already passed: nothing to repair", flush=True)
+        return
+    else:
+        print(result.before.render())
+    blocks = sum(b - a for a, b in result.offending)
+    print(f"  offending blocks (all of them): {ranges_text(result.offending)} ({blocks:,} blocks)")
+    if result.beyond_safe_head:
+        print(f"  beyond the node's safe head, not re-ingested: "
+              f"{ranges_text(result.beyond_safe_head)}")
+    total = sum(b - a for a, b in ranges)
+    print(f"  re-ingesting {total:,} blocks in {len(ranges)} range(s) (each offending block with "
+          "its parent)", flush=True)
+
+
+def _print_repair_chunk(p) -> None:
+    print(f"  re-ingested blocks [{p.start}, {p.end}) {p.rows.get('transactions', 0):,} txs "
+          f"{p.rows.get('logs', 0):,} logs — {p.done:,}/{p.total:,} blocks, "
+          f"{p.blocks_per_second:,.0f} blocks/s", flush=True)
+
+
+def _print_repair_summary(result) -> int:
+    if result.reingested:
+        print(f"chainlake repair: re-ingested {result.blocks_reingested:,} blocks in "
+              f"{len(result.reingested)} range(s), {result.seconds:.1f}s in all; the suite again:")
+    if result.after is None:
+        print("chainlake repair: FAILED: nothing could be re-ingested", flush=True)
+        return EXIT_FAILED
     print(result.after.render(), flush=True)
+    if not result.success:
+        print("chainlake repair: the suite still fails after one repair pass (blocks beyond the "
+              "node's safe head, or the node serves them as they are); not retrying",
+              file=sys.stderr)
     return 0 if result.success else EXIT_FAILED
 
 
@@ -223,9 +353,10 @@ def _source_options(**values):
     return opts
 
 
-def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None) -> int:
+def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
+                      max_reorg_depth: int | None = None) -> int:
     """Preflight, run, print progress and a summary."""
-    from ingestion.ingest import explain_failure, run_ingest
+    from ingestion.ingest import bind_lake_to_chain, explain_failure, run_ingest
     from ingestion.rpc import redact_url
     from ingestion.sink import BronzeLake
 
@@ -235,7 +366,9 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None) -> i
         raise CliError(
             f"nothing to ingest: start block {opts.start_block} is beyond the safe head "
             f"(head {view.head}, {view.confirmations} confirmations)")
+    check_lake(lake_uri)  # a file, a read-only or full file system: now, not after Spark starts
     lake = BronzeLake(lake_uri)
+    bind_lake_to_chain(lake, opts, view)  # another chain than the lake's: refused before Spark
     print(f"chainlake ingest: chain {view.chain_id} at {redact_url(opts.rpc_url)}, head "
           f"{view.head}; blocks [{opts.start_block}, {target}) into {lake.root}", flush=True)
 
@@ -250,7 +383,9 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None) -> i
 
     spark = get_spark(spark_master)
     try:
-        result = run_ingest(spark, opts, lake, on_batch=on_batch)
+        result = run_ingest(spark, opts, lake, on_batch=on_batch, max_reorg_depth=max_reorg_depth)
+    except RefusedError:
+        raise  # main(): one line, exit 2
     except Exception as err:  # noqa: BLE001 - one readable line, whatever Spark wrapped
         print(f"chainlake ingest: failed: {explain_failure(err)}", file=sys.stderr)
         print("  already committed ranges are kept; rerun the same command to resume.",

@@ -6,6 +6,7 @@ until it answers JSON-RPC, and stop it by process group. Traffic is made by ``in
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -105,8 +106,7 @@ class Devnet:
     def start(self, timeout: float = 30.0) -> Devnet:
         if self.process is not None:
             raise DevnetError("devnet already started")
-        if _port_open(self.port):
-            raise DevnetError(f"port {self.port} on {DEFAULT_HOST} is already in use")
+        check_port_free(self.port, self.host)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         # Own session: reset inherited ignored signals and stop the whole group later.
         self.process = subprocess.Popen(
@@ -154,6 +154,28 @@ class Devnet:
 def _default_signals() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def check_port_free(port: int, host: str = DEFAULT_HOST) -> None:
+    """Raise ``DevnetError`` (one line) unless anvil could listen on ``host:port``: the port is
+    1..65535, nothing answers on it at 127.0.0.1, and it can be bound on ``host``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise DevnetError(f"port {port!r} is not a TCP port (1..65535)")
+    if _port_open(port):
+        raise DevnetError(f"port {port} on {DEFAULT_HOST} is already in use "
+                          f"(another devnet or node?); choose another with --port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            # As anvil does: a port left in TIME_WAIT is free, one with a listener is not.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno == errno.EADDRINUSE:
+            raise DevnetError(f"port {port} on {host} is already in use; choose another with "
+                              f"--port") from None
+        raise DevnetError(f"cannot listen on {host} port {port}: {reason}") from None
 
 
 def _port_open(port: int) -> bool:

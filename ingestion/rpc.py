@@ -234,8 +234,8 @@ class RpcSettings:
 
     def __post_init__(self) -> None:
         _validate_url(self.url)
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        if not 0 < self.timeout_s < float("inf"):  # NaN fails too
+            raise ValueError(f"timeout_s must be > 0 and finite, got {self.timeout_s!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) \
                 or self.max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
@@ -247,9 +247,10 @@ class RpcSettings:
         if isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int) \
                 or self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size!r}")
-        if self.requests_per_second is not None and not self.requests_per_second > 0:
-            raise ValueError(
-                f"requests_per_second must be > 0 or None, got {self.requests_per_second!r}")
+        if self.requests_per_second is not None \
+                and not 0 < self.requests_per_second < float("inf"):
+            raise ValueError(f"requests_per_second must be > 0 or None (and finite), got "
+                             f"{self.requests_per_second!r}")
 
     def __repr__(self) -> str:
         return (f"RpcSettings(url={redact_url(self.url)!r}, timeout_s={self.timeout_s!r}, "

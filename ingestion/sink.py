@@ -256,8 +256,6 @@ class BronzeLake:
         uri = self.table_uri(name)  # ValueError for an unknown table, before anything else
         if end <= start:
             raise ValueError(f"empty block range [{start}, {end})")
-        if self.table(name) is None:  # never let delta-rs create it: see module docstring
-            self._create(name, self.identity())
         # delta-rs silently coerces some wrong types: cast to the declared schema first (the range
         # check below must compare numbers, not e.g. the text "10" with 9).
         data = rows.select(TABLES[name].arrow_schema.names).cast(TABLES[name].arrow_schema)
@@ -265,6 +263,8 @@ class BronzeLake:
         if len(data) and (pc.min(numbers).as_py() < start
                           or pc.max(numbers).as_py() >= end):
             raise ValueError(f"{name}: rows outside the range [{start}, {end}) being replaced")
+        if self.table(name) is None:  # never let delta-rs create it: see module docstring
+            self._create(name, self.identity())
         predicate = f"block_number >= {start} AND block_number < {end}"
         properties = None
         if app_transaction is not None:

@@ -121,7 +121,10 @@ class SourceOptions:
 
     def validate(self) -> None:
         if not self.rpc_url.startswith(("http://", "https://")):
-            raise SourceOptionError("option 'rpc_url' must be an http:// or https:// URL")
+            from ingestion.rpc import redact_url
+
+            raise SourceOptionError(f"option 'rpc_url' must be an http:// or https:// URL, got "
+                                    f"{redact_url(self.rpc_url)!r}")
         if self.dataset not in DATASETS:
             raise SourceOptionError(
                 f"option 'dataset' must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
@@ -139,6 +142,17 @@ class SourceOptions:
             raise SourceOptionError(f"confirmations must be >= 0, got {self.confirmations}")
         if self.rpc_max_retries < 0:
             raise SourceOptionError(f"rpc_max_retries must be >= 0, got {self.rpc_max_retries}")
+        for name, unit in (("rpc_timeout_s", "seconds"), ("rpc_requests_per_second", "calls per second")):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < float("inf"):  # also refuses NaN
+                raise SourceOptionError(
+                    f"{name} must be a positive finite number ({unit}), got {value!r}")
+        try:  # the client's own checks (e.g. a URL without a host), before any task starts
+            RpcSettings(url=self.rpc_url, timeout_s=self.rpc_timeout_s,
+                        max_retries=self.rpc_max_retries, max_batch_size=self.rpc_max_batch_size,
+                        requests_per_second=self.rpc_requests_per_second)
+        except (TypeError, ValueError) as err:
+            raise SourceOptionError(str(err)) from None
 
     def as_spark_options(self) -> dict[str, str]:
         """The options as Spark strings, omitting unset ones (inverse of ``parse``)."""

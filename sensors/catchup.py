@@ -24,10 +24,15 @@ MAX_CATCH_UP_PARTITIONS = 3
 
 
 def _safe_last(rpc: RpcResource) -> int | dg.SkipReason:
+    from ingestion.source import SourceOptionError
+
     try:
         view = rpc.observe()
     except RpcError as err:
         return dg.SkipReason(f"cannot reach the RPC node {redact_url(rpc.url)}: {err}")
+    except SourceOptionError as err:  # a bad URL or setting of the rpc resource: fix the config
+        return dg.SkipReason(f"invalid rpc resource configuration (url {redact_url(rpc.url)}): "
+                             f"{err}")
     if view.safe_end == 0:
         return dg.SkipReason(f"no block is {view.confirmations} confirmations deep yet")
     return view.safe_end - 1

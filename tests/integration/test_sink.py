@@ -170,14 +170,16 @@ def test_a_range_replace_rewrites_only_the_files_of_that_range(lake, chain_bundl
     for name in NAMES:
         uri = lake.table_uri(name)
         log = log_actions(uri)
-        assert sorted(log) == [0, 1, 2, 3], f"{name}: one commit per write"
-        added = {v: log[v]["add"] for v in (0, 1, 2)}
+        # Version 0 creates the empty table; then one commit per write.
+        assert sorted(log) == [0, 1, 2, 3, 4], f"{name}: one commit per write"
+        assert not log[0]["add"] and not log[0]["remove"]
+        added = {v: log[v]["add"] for v in (1, 2, 3)}
         assert all(len(files) == 1 for files in added.values()), f"{name}: one file per range"
-        # Version 3 removed exactly the file of [10, 20) and added its replacement ...
-        assert log[3]["remove"] == added[1], f"{name}: removed files of other ranges"
-        assert len(log[3]["add"]) == 1
+        # Version 4 removed exactly the file of [10, 20) and added its replacement ...
+        assert log[4]["remove"] == added[2], f"{name}: removed files of other ranges"
+        assert len(log[4]["add"]) == 1
         # ... the files of [0, 10) and [20, 30) are untouched and still live.
-        assert live_files(lake, name) == added[0] | added[2] | log[3]["add"]
+        assert live_files(lake, name) == added[1] | added[3] | log[4]["add"]
         metrics = lake.table(name).history(1)[0]["operationMetrics"]
         assert metrics["num_removed_files"] == 1 and metrics["num_added_files"] == 1
         assert metrics["num_added_rows"] == in_range(lake.read(name), 10, 20).num_rows
@@ -193,8 +195,8 @@ def test_a_replace_across_file_boundaries_keeps_the_rest_of_those_files(lake, ch
         log = log_actions(lake.table_uri(name))
         # The two overlapping files go (their rows outside [15, 25) are copied into the new
         # file); the file of [0, 10) stays.
-        assert log[3]["remove"] == before[name][1]["add"] | before[name][2]["add"], name
-        assert before[name][0]["add"] <= live_files(lake, name)
+        assert log[4]["remove"] == before[name][2]["add"] | before[name][3]["add"], name
+        assert before[name][1]["add"] <= live_files(lake, name)
         table = lake.read(name)
         assert_unique_keys(table, name)
         assert_same(sort(table, name), in_range(expected[name], 0, 30), name)
@@ -272,8 +274,8 @@ def test_concurrent_writers_of_disjoint_ranges_both_succeed(lake, tmp_path, chai
     assert len(reports) == 2
     assert_lake_holds(lake, expected)  # every block exactly once, every row as the node's
     assert lake.stored_tip() == n - 1
-    for name in NAMES:  # one commit per range write (retries do not add commits)
-        assert lake.table(name).version() + 1 == len(ranges)
+    for name in NAMES:  # the creation, then one commit per range write (retries add none)
+        assert lake.table(name).version() == len(ranges)
 
 
 def test_concurrent_writers_of_the_same_range_never_duplicate(lake, tmp_path, chain_bundle,
@@ -284,8 +286,8 @@ def test_concurrent_writers_of_the_same_range_never_duplicate(lake, tmp_path, ch
     # commit whose read is stale) and retried by the sink.
     reports = run_writers(tmp_path, lake, chain_bundle, [[(10, 20)] * 8, [(10, 20)] * 8])
     assert_lake_holds(lake, expected)
-    for name in NAMES:
-        assert lake.table(name).version() == 16
+    for name in NAMES:  # the creation, the first write, then 16 replaces
+        assert lake.table(name).version() == 17
     print("commit conflicts retried:", [r["conflicts"] for r in reports])
 
 
@@ -370,8 +372,8 @@ def test_rows_outside_the_replaced_range_are_refused(lake, chain_bundle, expecte
         lake.replace_range("blocks", expected["blocks"].slice(0, 0), 5, 5)
     with pytest.raises(ValueError, match="unknown bronze table"):
         lake.replace_range("receipts", rows, 8, 12)
-    for name in NAMES:  # nothing was committed
-        assert lake.table(name).version() == 0
+    for name in NAMES:  # nothing was committed after the creation and the first write
+        assert lake.table(name).version() == 1
     assert_same(sort(lake.read("transactions"), "transactions"),
                 in_range(expected["transactions"], 0, 20), "transactions")
 
