@@ -83,7 +83,7 @@ def blocks_to_check(lake: BronzeLake, span: BlockSpan | None) -> tuple[int, int]
 def _markdown(outcomes: list[ExpectationOutcome]) -> str:
     rows = ["| expectation | result | offending blocks | detail |", "|---|---|---|---|"]
     for o in outcomes:
-        blocks = ", ".join(map(str, o.offending_blocks)) or "-"
+        blocks = o.blocks_text()  # gaps as whole ranges: 2961..2999
         rows.append(f"| {o.name} | {'passed' if o.success else '**FAILED**'} | {blocks} | "
                     f"{o.detail.replace('|', '/')} |")
     return "\n".join(rows)
@@ -102,13 +102,12 @@ def check_results(report: ContinuityReport) -> list[dg.AssetCheckResult]:
             "rows_validated": report.rows.get(name, 0),
             "chain_id": report.chain_id if report.chain_id is not None else -1,
             "failed_expectations": dg.MetadataValue.text(", ".join(o.name for o in failed) or "-"),
-            "offending_blocks": dg.MetadataValue.text(", ".join(map(str, offending)) or "-"),
+            "offending_blocks": dg.MetadataValue.text(report.offending_text(outcomes)),
             "first_offending_block": offending[0] if offending else -1,
             "expectations": dg.MetadataValue.md(_markdown(outcomes)),
         }
         if failed:
-            description = "; ".join(f"{o.name}: blocks {', '.join(map(str, o.offending_blocks))}"
-                                    for o in failed)
+            description = "; ".join(f"{o.name}: blocks {o.blocks_text()}" for o in failed)
         else:
             description = f"{len(outcomes)} expectations passed over blocks [{report.start}, {report.end})"
         results.append(dg.AssetCheckResult(

@@ -35,6 +35,20 @@ is the first offending block numbers — the same as ``unexpected_index_column_n
 million-block lake failing everywhere took 18 s that way, 4 s this way), and without
 materializing every unexpected row as ``COMPLETE`` would.
 
+Examples versus the complete set: each outcome names its first ``max_examples`` blocks (and, for
+contiguity, its first ``max_examples`` gaps whole, rendered as ranges ``2961..2999``). GX's pandas
+engine computes the index of *every* unexpected row anyway and only then cuts the list at
+``partial_unexpected_count``, so ``validate_range(..., collect_all=True)`` raises that cap to the
+frame's length and keeps every offending block (as ranges: a gap is every missing number, not
+the block after it) — ``ContinuityReport.all_offending_ranges`` — with no extra pass over the
+data; that is what ``chainlake repair`` re-ingests. Only GX's handling of the longer lists costs
+time, about 4 µs per offending row (300,000 blocks with three expectations failing on every row:
++2–3 s); a validation without ``collect_all`` is unchanged.
+
+A child table that does not exist (directory deleted, or no ``_delta_log``) is a failed
+outcome ``table exists`` naming every block of the range: ingestion always creates all three
+tables, and without it a deleted ``logs`` table would pass.
+
 Memory stays bounded on long ranges: the range is validated in windows of consecutive blocks
 (sized from the Delta file statistics to about ``ROWS_PER_WINDOW`` rows); each window is linked
 to the block before it exactly like the range, so the result is the same as one pass.
@@ -56,6 +70,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -89,6 +104,17 @@ class ExpectationOutcome:
     offending_blocks: list[int]  # first offending block numbers, ascending (at most max_examples)
     unexpected_count: int  # offending blocks (for contiguity: gaps)
     detail: str  # the GX expectation and what it found
+    # Missing blocks named whole, as ranges [a, b): the first max_examples gaps of the
+    # contiguity check, or the whole range for a table that does not exist.
+    gaps: tuple[tuple[int, int], ...] = ()
+    # Every offending block as coalesced ranges [a, b): only with validate_range(collect_all=True).
+    all_offending: tuple[tuple[int, int], ...] | None = None
+
+    def blocks_text(self) -> str:
+        """The offending blocks as text: gaps as whole ranges (``2961..2999``), else compacted."""
+        if self.gaps:
+            return ranges_text(self.gaps)
+        return _compact(self.offending_blocks)
 
 
 @dataclass
@@ -103,6 +129,7 @@ class ContinuityReport:
     seconds: float = 0.0
     windows: int = 1
     notes: list[str] = field(default_factory=list)
+    missing_tables: list[str] = field(default_factory=list)  # bronze tables that do not exist
 
     @property
     def success(self) -> bool:
@@ -116,6 +143,27 @@ class ContinuityReport:
     def offending_blocks(self) -> list[int]:
         """Sorted union of the offending blocks named by every failing expectation."""
         return sorted({b for o in self.failures for b in o.offending_blocks})
+
+    @property
+    def all_offending_ranges(self) -> list[tuple[int, int]]:
+        """*Every* offending block of every failing expectation, as coalesced ranges ``[a, b)``
+        (missing blocks included, each gap whole). Needs ``validate_range(collect_all=True)``."""
+        if any(o.all_offending is None for o in self.failures):
+            raise ValueError("the complete offending set was not collected: "
+                             "validate with collect_all=True")
+        return coalesce(r for o in self.failures for r in o.all_offending or ())
+
+    @property
+    def all_offending_blocks(self) -> list[int]:
+        """:attr:`all_offending_ranges` expanded to block numbers (ascending)."""
+        return [b for a, e in self.all_offending_ranges for b in range(a, e)]
+
+    def offending_text(self, outcomes: Iterable[ExpectationOutcome] | None = None) -> str:
+        """Offending blocks named by the failing ``outcomes`` (default: all), gaps as whole
+        ranges: ``7, 12..15, 2961..2999``."""
+        failed = [o for o in (self.outcomes if outcomes is None else outcomes) if not o.success]
+        named = [(b, b + 1) for o in failed for b in o.offending_blocks]
+        return ranges_text(coalesce([*named, *(g for o in failed for g in o.gaps)]))
 
     def outcomes_for(self, table: str) -> list[ExpectationOutcome]:
         return [o for o in self.outcomes if o.table == table]
@@ -137,13 +185,14 @@ class ContinuityReport:
             if o.success:
                 lines.append(line.rstrip())
             else:
-                lines.append(f"{line}  blocks {_compact(o.offending_blocks)}")
+                what = "missing blocks" if o.gaps else "blocks"
+                lines.append(f"{line}  {what} {o.blocks_text()}")
                 lines.append(f"{'':8}{o.detail}")
         if self.success:
             lines.append(f"PASSED: {len(self.outcomes)} expectations")
         else:
             lines.append(f"FAILED: {len(self.failures)} of {len(self.outcomes)} expectations; "
-                         f"offending blocks: {_compact(self.offending_blocks)}")
+                         f"offending blocks: {self.offending_text()}")
         return "\n".join(lines)
 
 
@@ -159,6 +208,34 @@ def _compact(numbers: Iterable[int]) -> str:
             parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}")
         run = [n] if n is not None else []
     return ", ".join(parts) if parts else "-"
+
+
+def ranges_text(ranges: Iterable[tuple[int, int]]) -> str:
+    """``[(1, 4), (7, 8)]`` (half-open) → ``1..3, 7``."""
+    parts = [str(a) if b - a == 1 else f"{a}..{b - 1}" for a, b in ranges]
+    return ", ".join(parts) if parts else "-"
+
+
+def coalesce(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges ``[a, b)`` with overlapping and adjacent ones merged."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _runs(numbers: np.ndarray) -> list[tuple[int, int]]:
+    """Block numbers (any order, duplicates allowed) as ranges ``[a, b)`` of consecutive ones."""
+    if len(numbers) == 0:
+        return []
+    unique = np.unique(numbers.astype(np.int64))
+    breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+    starts = unique[np.r_[0, breaks]]
+    ends = unique[np.r_[breaks - 1, len(unique) - 1]] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -434,16 +511,23 @@ class _Suites:
             self.validations[frame] = self.context.validation_definitions.add(
                 gx.ValidationDefinition(name=f"continuity_{frame}", data=batch, suite=suite))
 
-    def run(self, frames: dict[str, pd.DataFrame]) -> list[Any]:
-        """Expectation results, in the order of ``self.checks``."""
+    def run(self, frames: dict[str, pd.DataFrame], collect_all: bool = False) -> list[Any]:
+        """Expectation results, in the order of ``self.checks``.
+
+        ``collect_all``: name every unexpected row, not only the first ``max_examples``. GX's
+        pandas engine lists the index of every unexpected row anyway and then cuts the list at
+        ``partial_unexpected_count`` (unexpected *values* stay capped at 200), so raising the
+        cap to the frame's length costs no extra pass over the data (see the module docstring).
+        """
         by_id: dict[str, Any] = {}
         for frame in FRAMES:
             data = frames[frame]
             data.index = data["block_number"].to_numpy()  # unexpected rows come out as blocks
+            count = max(self.max_examples, len(data)) if collect_all else self.max_examples
             outcome = self.validations[frame].run(
                 batch_parameters={"dataframe": data},
                 result_format={"result_format": "SUMMARY",
-                               "partial_unexpected_count": self.max_examples,
+                               "partial_unexpected_count": count,
                                "return_unexpected_index_query": False})
             by_id.update({r.expectation_config.id: r for r in outcome.results})
         ordered = []
@@ -459,14 +543,20 @@ class _Tally:
     """One expectation's results summed over windows."""
 
     check: _Check
+    collect_all: bool = False  # keep every offending block (in ranges), not only examples
     success: bool = True
     blocks: list[int] = field(default_factory=list)
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # first max_examples gaps
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # with collect_all
     count: int = 0
     described: str = ""
     error: str = ""
 
     def add(self, result: Any, max_examples: int, numbers: pd.DataFrame) -> None:
-        """Add one window's result; ``numbers`` is its ``block_numbers`` frame (for gaps)."""
+        """Add one window's result; ``numbers`` is its ``block_numbers`` frame (for gaps).
+
+        With ``collect_all`` the result names every unexpected row (see ``_Suites.run``) and
+        every offending block is kept, as ranges."""
         config = result.expectation_config
         args = {k: v for k, v in config.kwargs.items()
                 if k in ("column", "column_A", "column_B", "max_value", "value_set")}
@@ -480,13 +570,14 @@ class _Tally:
         self.success = False
         info = result.result or {}
         self.count += int(info.get("unexpected_count") or 0)
-        for number in info.get("partial_unexpected_index_list") or []:
-            number = int(number)
-            if self.check.gaps:  # the blocks missing before this one
-                previous = int(numbers.loc[numbers.index == number, "prev_number"].min())
-                self.blocks.extend(range(previous + 1, number))
-            else:
-                self.blocks.append(number)
+        named = np.asarray(info.get("partial_unexpected_index_list") or [], dtype=np.int64)
+        found = _gap_ranges(numbers, named) if self.check.gaps else _runs(named)
+        if self.collect_all:
+            self.ranges.extend(found)
+        if self.check.gaps:
+            self.gaps = sorted({*self.gaps, *found})[:max_examples]
+        for a, b in found:  # a gap may be long: take no more blocks of it than can be named
+            self.blocks.extend(range(a, min(b, a + max_examples)))
         self.blocks = sorted(set(self.blocks))[:max_examples]
 
     def outcome(self) -> ExpectationOutcome:
@@ -498,18 +589,50 @@ class _Tally:
         else:
             unit = "gap(s)" if c.gaps else "block(s)"
             detail = f"{self.count:,} {unit}: {c.explain} [{self.described}]"
-        return ExpectationOutcome(c.name, c.table, self.success, list(self.blocks), self.count,
-                                  detail)
+        return ExpectationOutcome(
+            c.name, c.table, self.success, list(self.blocks), self.count, detail,
+            gaps=tuple(self.gaps),
+            all_offending=tuple(coalesce(self.ranges)) if self.collect_all else None)
+
+
+def _missing_table(lake: BronzeLake, name: str, start: int, end: int, max_examples: int,
+                   collect_all: bool) -> ExpectationOutcome:
+    """A failed outcome for a child table that does not exist: every block lacks its rows.
+
+    (Ingestion always creates all three tables, empty or not, so a missing one was deleted.
+    Without this, a missing ``logs`` table would pass and a missing ``transactions`` table would
+    name only the blocks with transactions.)"""
+    return ExpectationOutcome(
+        "table exists", name, False, list(range(start, min(end, start + max_examples))),
+        end - start, f"{lake.table_uri(name)} is not a Delta table (deleted, or no _delta_log): "
+                     f"the {name} rows of every block are missing",
+        gaps=((start, end),), all_offending=((start, end),) if collect_all else None)
+
+
+def _gap_ranges(numbers: pd.DataFrame, after: np.ndarray) -> list[tuple[int, int]]:
+    """The missing blocks before each block of ``after`` (rows of the contiguity check that
+    failed), as ranges ``[previous + 1, block)`` from the ``block_numbers`` frame."""
+    if len(after) == 0:
+        return []
+    rows = numbers[numbers.index.isin(after)]
+    previous = rows.groupby(level=0)["prev_number"].min()
+    return [(int(p) + 1, int(b)) for b, p in zip(previous.index, previous.to_numpy(), strict=True)
+            if b > p + 1]
 
 
 def validate_range(lake: BronzeLake, start: int | None = None, end: int | None = None, *,
                    chain_id: int | None = None, max_examples: int = 20,
-                   window: int | None = None) -> ContinuityReport:
+                   window: int | None = None, collect_all: bool = False) -> ContinuityReport:
     """Run the continuity suites over blocks ``[start, end)`` and the boundary before ``start``.
 
     ``None`` bounds default to the stored range; ``window`` (blocks validated at once) defaults
     to about ``ROWS_PER_WINDOW`` rows. Raises ``NothingToValidate`` (a ``ValueError``) when the
     lake holds no blocks or the range does not overlap them, ``ValueError`` when ``end <= start``.
+
+    Each outcome names its first ``max_examples`` offending blocks (and, for contiguity, its
+    first ``max_examples`` gaps whole). ``collect_all=True`` also keeps *every* offending block
+    (``ExpectationOutcome.all_offending``, ``ContinuityReport.all_offending_ranges``), from the
+    same GX results: what ``chainlake repair`` re-ingests.
     """
     began = time.monotonic()
     if max_examples < 1:
@@ -530,7 +653,7 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
     size = window if window is not None else _window_size(lake, stored)
     checks = _checks(chain_id)
     suites = _Suites(checks, max_examples)
-    tallies = [_Tally(c) for c in checks]
+    tallies = [_Tally(c, collect_all=collect_all) for c in checks]
     rows = dict.fromkeys(TABLE_ORDER, 0)
     # The block the range's first block must follow when the boundary block is not stored:
     # with blocks stored before the range, block start - 1 is missing (a gap).
@@ -552,7 +675,7 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
             "transactions": _transactions_frame(blocks, raw["transactions"], chain_id, hashes),
             "logs": _logs_frame(raw["logs"], raw["transactions"], chain_id, hashes),
         }
-        for tally, result in zip(tallies, suites.run(frames), strict=True):
+        for tally, result in zip(tallies, suites.run(frames, collect_all), strict=True):
             tally.add(result, max_examples, frames["block_numbers"])
         rows["blocks"] += len(blocks)
         rows["transactions"] += len(raw["transactions"])
@@ -561,6 +684,10 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
             previous = int(blocks["block_number"].max())
         windows += 1
     notes = [f"the lake's highest stored block is {last}"] if end > last + 1 else []
-    return ContinuityReport(start=start, end=end, outcomes=[t.outcome() for t in tallies],
+    missing = [name for name in TABLE_ORDER if lake.table(name) is None]
+    absent = [_missing_table(lake, name, start, end, max_examples, collect_all) for name in missing]
+    return ContinuityReport(start=start, end=end,
+                            outcomes=absent + [t.outcome() for t in tallies],
                             rows=rows, chain_id=chain_id, boundary=boundary, lake=lake.root,
-                            seconds=time.monotonic() - began, windows=windows, notes=notes)
+                            seconds=time.monotonic() - began, windows=windows, notes=notes,
+                            missing_tables=missing)

@@ -188,6 +188,7 @@ class BronzeLake:
         schema = TABLES[name].arrow_schema
         if dt is None:
             return schema.empty_table()
+        self.check_schema(name, dt)
         return dt.to_pyarrow_table().select(schema.names).cast(schema)
 
     def file_stats(self, name: str) -> pa.Table | None:
@@ -222,6 +223,7 @@ class BronzeLake:
         wanted = columns or schema.names
         if dt is None:
             return schema.empty_table().select(wanted)
+        self.check_schema(name, dt)
         rows = dt.to_pyarrow_dataset().to_table(
             columns=wanted,
             filter=(pc.field("block_number") >= start) & (pc.field("block_number") < end))

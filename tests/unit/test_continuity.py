@@ -7,7 +7,9 @@ the offending block.
 
 from __future__ import annotations
 
+import shutil
 import socket
+from dataclasses import replace
 
 import pytest
 from deltalake import DeltaTable
@@ -199,3 +201,110 @@ def test_windows_give_the_same_report_as_one_pass(lake):
         assert windowed.windows == -(-35 // size)
         assert windowed.outcomes == whole.outcomes, size
         assert windowed.rows == whole.rows and windowed.boundary == whole.boundary == 4
+
+
+# --- the complete offending set (validate_range(collect_all=True), what `chainlake repair` uses) --
+
+
+@pytest.fixture()
+def long_lake(tmp_path) -> BronzeLake:
+    """Blocks [0, 300) in three ranges: enough to fail more than max_examples blocks."""
+    bronze = BronzeLake(str(tmp_path / "long"))
+    rows = chain(300)
+    for lo in range(0, 300, 100):
+        write(bronze, {k: [r for r in v if lo <= r["block_number"] < lo + 100]
+                       for k, v in rows.items()}, lo, lo + 100)
+    return bronze
+
+
+SCATTERED = list(range(3, 300, 5))  # 60 blocks
+
+
+def outcome_of(report, name):
+    return next(o for o in report.outcomes if o.name == name)
+
+
+def test_collect_all_names_every_offending_block_not_only_examples(long_lake):
+    in_list = ", ".join(map(str, SCATTERED))
+    DeltaTable(long_lake.table_uri("transactions")).delete(
+        f"transaction_index = 1 AND block_number IN ({in_list})")
+    report = validate_range(long_lake, collect_all=True)
+    counts = outcome_of(report, "transaction count matches rows")
+    assert counts.offending_blocks == SCATTERED[:20]  # the examples stay capped
+    assert counts.unexpected_count == 60
+    assert [b for a, e in counts.all_offending for b in range(a, e)] == SCATTERED
+    # The logs of the deleted transactions lost their transaction: the same 60 blocks.
+    assert report.all_offending_blocks == SCATTERED
+    assert report.all_offending_ranges == [(b, b + 1) for b in SCATTERED]
+
+
+def test_collect_all_goes_past_great_expectations_value_cap(long_lake):
+    report = validate_range(long_lake, chain_id=5, collect_all=True, max_examples=3)
+    outcome = outcome_of(report, "chain id")
+    assert outcome.offending_blocks == [0, 1, 2] and outcome.unexpected_count == 300
+    assert outcome.all_offending == ((0, 300),)  # GX keeps at most 200 unexpected *values*
+    assert report.all_offending_ranges == [(0, 300)]
+
+
+def test_a_gap_is_every_missing_block_and_rendered_as_a_range(long_lake):
+    for name in ("transactions", "logs", "blocks"):
+        DeltaTable(long_lake.table_uri(name)).delete("block_number >= 161 AND block_number < 200")
+    report = validate_range(long_lake, collect_all=True)
+    gaps = outcome_of(report, "block numbers contiguous")
+    assert gaps.unexpected_count == 1
+    assert gaps.offending_blocks == list(range(161, 181))  # the first 20 examples
+    assert gaps.gaps == ((161, 200),) and gaps.all_offending == ((161, 200),)
+    assert report.all_offending_ranges == [(161, 200)]
+    assert len(report.all_offending_blocks) == 39
+    text = report.render()
+    assert "missing blocks 161..199\n" in text
+    assert text.endswith("offending blocks: 161..199")
+    # Without collect_all the gap is still named whole, but the complete set is not kept.
+    plain = validate_range(long_lake)
+    assert outcome_of(plain, "block numbers contiguous").gaps == ((161, 200),)
+    assert outcome_of(plain, "block numbers contiguous").all_offending is None
+    with pytest.raises(ValueError, match="collect_all"):
+        _ = plain.all_offending_ranges
+
+
+def test_gaps_past_the_tip_and_at_the_boundary_are_whole(long_lake):
+    report = validate_range(long_lake, 250, 1_000_000, collect_all=True, window=400_000)
+    assert report.all_offending_ranges == [(300, 1_000_000)]
+    assert "missing blocks 300..999999" in report.render()
+    DeltaTable(long_lake.table_uri("blocks")).delete("block_number = 99")
+    report = validate_range(long_lake, 100, 200, collect_all=True)
+    assert report.all_offending_ranges == [(99, 100)]
+
+
+def test_collect_all_changes_nothing_else_and_windows_agree(long_lake):
+    DeltaTable(long_lake.table_uri("blocks")).delete("block_number >= 40 AND block_number < 90")
+    rewrite_block(long_lake, "blocks", 120, lambda rows: [{**rows[0], "parent_hash": "0xdead"}])
+    in_list = ", ".join(map(str, SCATTERED))
+    DeltaTable(long_lake.table_uri("logs")).delete(f"log_index = 0 AND block_number IN ({in_list})")
+    plain = validate_range(long_lake)
+    whole = validate_range(long_lake, collect_all=True)
+    assert [replace(o, all_offending=None) for o in whole.outcomes] == plain.outcomes
+    # (only the block rows of 40..89 were deleted: their logs are still checked)
+    assert outcome_of(whole, "log indexes 0..m-1").all_offending == tuple(
+        (b, b + 1) for b in SCATTERED)
+    for size in (7, 64):
+        windowed = validate_range(long_lake, collect_all=True, window=size)
+        assert windowed.outcomes == whole.outcomes, size
+    expected = sorted({*range(40, 90), 120, *SCATTERED})
+    assert whole.all_offending_blocks == expected
+
+
+@pytest.mark.parametrize("how", ["directory deleted", "no _delta_log"])
+@pytest.mark.parametrize("table", ["transactions", "logs"])
+def test_a_missing_table_fails_for_every_block(long_lake, table, how):
+    path = long_lake.table_uri(table)
+    shutil.rmtree(path if how == "directory deleted" else f"{path}/_delta_log")
+    report = validate_range(long_lake, 10, 300, collect_all=True)
+    assert not report.success
+    missing = outcome_of(report, "table exists")
+    assert (missing.table, missing.unexpected_count, missing.gaps) == (table, 290, ((10, 300),))
+    assert missing.offending_blocks == list(range(10, 30))
+    assert report.all_offending_ranges == [(10, 300)]
+    assert report.missing_tables == [table]
+    assert f"FAIL  {table:<12} table exists" in report.render()
+    assert "offending blocks: 10..299" in report.render()
