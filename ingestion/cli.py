@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--confirmations", type=_non_negative, default=None)
     repair.add_argument("--spark-master", default=None,
                         help=f"default ${settings.ENV_SPARK_MASTER} or {settings.DEFAULT_SPARK_MASTER}")
+    repair.add_argument("--rewrite-history", action="store_true",
+                        help="replace stored blocks that diverge from the node deeper than the "
+                             "maximum reorg depth (refused otherwise); says how many first")
 
     return parser
 
@@ -152,16 +155,17 @@ def add_lake_range_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exclusive (default: one past the highest stored block)")
 
 
-def lake_and_range(args: argparse.Namespace):
+def lake_and_range(args: argparse.Namespace, any_table: bool = False):
     """The lake and ``[start, end)`` named by :func:`add_lake_range_arguments`; ``CliError`` when
-    the range is empty or the lake holds no bronze tables. Bounds left out stay ``None``."""
+    the range is empty or the lake has no ``blocks`` table (``any_table``: no bronze table at
+    all, as repair recreates deleted ones). Bounds left out stay ``None``."""
     from ingestion.sink import BronzeLake
 
     start, end = args.start_block, args.end_block
     if start is not None and end is not None and end <= start:
         raise CliError(f"end-block ({end}) must be greater than start-block ({start})")
     lake = BronzeLake(lake_uri_of(args))
-    if lake.table("blocks") is None:
+    if not (lake.exists() if any_table else lake.table("blocks") is not None):
         raise CliError(f"no bronze tables at {lake.root} (nothing ingested there yet?)")
     return lake, start, end
 
@@ -265,25 +269,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from ingestion.continuity import NothingToValidate
-    from ingestion.ingest import explain_failure
+    from ingestion.ingest import bind_lake_to_chain, explain_failure
     from ingestion.repair import repair_lake
     from ingestion.spark import get_spark
 
-    lake, start, end = lake_and_range(args)
+    lake, start, end = lake_and_range(args, any_table=True)
     check_lake(lake.root)  # writable, before Spark starts
     opts = _source_options(rpc_url=rpc_url_of(args),
                            chain_id=args.chain_id, confirmations=args.confirmations)
     view = _preflight(opts)
+    bind_lake_to_chain(lake, opts, view)  # another chain than the lake's: refused before Spark
     print(f"chainlake repair: {lake.root} against chain {view.chain_id}", flush=True)
     try:
         result = repair_lake(get_spark(args.spark_master), opts, lake, start, end,
-                             on_plan=_print_repair_plan, on_batch=_print_repair_chunk)
+                             on_plan=_print_repair_plan, on_batch=_print_repair_chunk,
+                             rewrite_history=args.rewrite_history,
+                             on_divergence=_print_rewrite(lake) if args.rewrite_history else None)
     except NothingToValidate as err:
         raise CliError(str(err)) from None
+    except RefusedError:
+        raise  # main(): one line, exit 2
     except Exception as err:  # noqa: BLE001 - one readable line, whatever Spark wrapped
         print(f"chainlake repair: failed: {explain_failure(err)}", file=sys.stderr)
         return EXIT_FAILED
     return _print_repair_summary(result)
+
+
+def _print_rewrite(lake):
+    """Says how many stored blocks ``--rewrite-history`` replaces, before it replaces them."""
+
+    def announce(divergence) -> None:
+        first, tip = divergence.first_replaced, divergence.stored_tip
+        stored = len(lake.block_hashes(first, tip + 1))
+        print(f"  rewriting history: {stored:,} stored blocks ({first}..{tip}) are not on the "
+              f"node's chain and will be replaced by its blocks", flush=True)
+
+    return announce
 
 
 def _print_repair_plan(result, ranges: list[tuple[int, int]]) -> None:

@@ -33,11 +33,13 @@ from ingestion.continuity import ContinuityReport, NothingToValidate, coalesce, 
 from ingestion.ingest import (
     BatchProgress,
     ReorgRepair,
+    bind_lake_to_chain,
     pin_to_chain,
     preflight,
     reingest_range,
     repair_reorg,
 )
+from ingestion.reorg import Divergence
 from ingestion.sink import BronzeLake
 from ingestion.source import SourceOptions
 
@@ -127,28 +129,36 @@ def repair_lake(spark, opts: SourceOptions, lake: BronzeLake, start: int | None 
                 end: int | None = None, *, max_examples: int = 20,
                 on_batch: Callable[[RepairProgress], None] | None = None,
                 on_plan: Callable[[RepairResult, list[tuple[int, int]]], None] | None = None,
+                rewrite_history: bool = False,
+                on_divergence: Callable[[Divergence], None] | None = None,
                 ) -> RepairResult:
     """Re-ingest every block the continuity suite rejects over ``[start, end)``, in one pass,
     then validate once more (see the module docstring). ``on_plan`` is called once before
     re-ingesting, with the result so far (``before``, ``offending``) and the ranges about to be
     re-ingested; ``on_batch`` once per re-ingested chunk.
 
+    The node must serve the lake's chain (``ChainIdentityError``); a divergence below the
+    stored tip deeper than the maximum reorg depth is refused (``DeepReorgError``) unless
+    ``rewrite_history``, and ``on_divergence`` hears what will be replaced before anything is.
+
     Raises ``NothingToValidate`` when there is nothing to repair from: no blocks table and no
     range (neither given nor held by the child tables).
     """
     began = time.monotonic()
     view = preflight(opts)
-    reorg = repair_reorg(spark, opts, lake, view)
+    bind_lake_to_chain(lake, opts, view)
+    reorg = repair_reorg(spark, opts, lake, view, rewrite_history=rewrite_history,
+                         on_divergence=on_divergence)
     options = pin_to_chain(opts, view)
 
     def validate() -> ContinuityReport:
         return validate_range(lake, start, end, chain_id=view.chain_id,
                               max_examples=max_examples, collect_all=True)
 
-    if lake.table("blocks") is not None:
+    if lake.stored_bounds() is not None:
         before = validate()
         offending = [] if before.success else before.all_offending_ranges
-    else:  # no blocks table: every block of the range is missing
+    else:  # no blocks stored (the table was deleted): every block of the range is missing
         before = None
         bounds = _child_bounds(lake)
         lo = start if start is not None else bounds[0] if bounds else None

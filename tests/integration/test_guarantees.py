@@ -22,10 +22,10 @@ from reference import project, reference_rows
 
 from ingestion.devnet import Devnet, free_port
 from ingestion.identity import ChainIdentityError
-from ingestion.ingest import explain_failure, repair_reorg, run_ingest
+from ingestion.ingest import explain_failure, run_ingest
 from ingestion.reorg import DeepReorgError
 from ingestion.schemas import TABLES
-from ingestion.source import SourceOptions, observe_chain
+from ingestion.source import SourceOptions
 from ingestion.traffic import dev_account, generate_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.devnet]
@@ -109,23 +109,62 @@ def test_a_node_reporting_another_chain_id_is_refused(spark, devnet, lake):
 
 
 def test_a_divergence_deeper_than_the_maximum_reorg_depth_is_refused(spark, other_chain, lake):
+    other_chain.call("anvil_mine", ["0x50"])  # deeper than the devnet's maximum reorg depth, 64
     head = other_chain.head()
-    run_ingest(spark, options(other_chain.url, 0, None), lake)
+    run_ingest(spark, options(other_chain.url, 0, None, per_trigger=64), lake)
     before = snapshot(lake)
-    sender, receiver = dev_account(5).address, dev_account(6).address
-    other_chain.call("anvil_reorg", [6, [[{"from": sender, "to": receiver, "value": hex(10**15 + i)}, i]
-                                         for i in range(6)]])
-    with pytest.raises(DeepReorgError, match="deeper than the maximum reorg depth 4"):
-        run_ingest(spark, options(other_chain.url, 0, None), lake, max_reorg_depth=4)
+    # One different transaction in the lowest replaced block changes every hash above it.
+    change = {"from": dev_account(5).address, "to": dev_account(6).address, "value": hex(10**15)}
+    other_chain.call("anvil_reorg", [70, [[change, 0]]])
+
+    with pytest.raises(DeepReorgError, match="deeper than the maximum reorg depth 64"):
+        run_ingest(spark, options(other_chain.url, 0, None), lake)
+    assert snapshot(lake) == before
+    for command in ("ingest", "repair"):
+        args = ["--start-block", "0"] if command == "ingest" else []
+        done = cli(command, "--rpc-url", other_chain.url, "--lake", lake.root, *args)
+        assert done.returncode == 2, done.stdout + done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.startswith("chainlake")]
+        assert len(lines) == 1 and "maximum reorg depth 64" in lines[0]
+        assert "Traceback" not in done.stderr
     assert snapshot(lake) == before
 
-    # Only an explicit rewrite replaces it, after saying what it replaces.
-    opts = options(other_chain.url, 0, None)
-    heard = []
-    repair = repair_reorg(spark, opts, lake, observe_chain(opts), max_depth=4,
-                          rewrite_history=True, on_divergence=heard.append)
-    assert heard and heard[0].depth == 6 and repair.replaced == (head - 5, head + 1)
+    # Only an explicit rewrite replaces it, after saying how many stored blocks it replaces.
+    done = cli("repair", "--rpc-url", other_chain.url, "--lake", lake.root, "--rewrite-history")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"rewriting history: 70 stored blocks ({head - 69}..{head})" in done.stdout
     assert_lake_equals_node(lake, other_chain.url, 0, head + 1)
+
+
+def test_unusable_tables_are_named_and_nothing_runs(spark, devnet, lake, tmp_path):
+    run_ingest(spark, options(devnet.url, 0, 20, per_trigger=10), lake)
+    commit = Path(lake.table_uri("transactions")) / "_delta_log" / f"{2:020d}.json"
+    text = commit.read_text()
+    commit.write_text(text[: len(text) // 2])
+    for command, args in [("validate", []), ("repair", ["--rpc-url", devnet.url]),
+                          ("ingest", ["--rpc-url", devnet.url, "--start-block", "0"])]:
+        done = cli(command, "--lake", lake.root, *args)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (command, done.stderr)
+        assert f"{lake.table_uri('transactions')}: cannot read the Delta log at version 2" in lines[0]
+    commit.write_text(text)
+
+    # A table of another schema: named with its missing and mistyped columns.
+    import shutil
+
+    from deltalake import write_deltalake
+    logs = lake.read("logs")
+    shutil.rmtree(lake.table_uri("logs"))
+    write_deltalake(lake.table_uri("logs"), logs.drop_columns(["block_hash"]).set_column(
+        logs.schema.get_field_index("log_index") - 1, "log_index",
+        logs.column("log_index").cast("string")))
+    for command, args in [("validate", []), ("ingest", ["--rpc-url", devnet.url, "--start-block", "0"])]:
+        done = cli(command, "--lake", lake.root, *args)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        line = done.stderr.strip()
+        assert f"{lake.table_uri('logs')} does not have the bronze logs schema" in line
+        assert "missing columns block_hash" in line and "log_index (string, expected long)" in line
 
 
 # --- links at every boundary -------------------------------------------------------------------
