@@ -1,13 +1,15 @@
-"""One ingestion run: a Spark ``availableNow`` query of the `evm` bundle stream into bronze tables.
+"""One ingestion run: a Spark ``availableNow`` query of the `evm` source into the bronze tables.
 
 The same code path serves ``chainlake ingest`` and the Dagster assets. Before anything else a
 run checks that the node serves the lake's chain (``ingestion.identity``) and creates missing
 tables; then it repairs a reorg below the stored tip (refusing one deeper than the maximum reorg
-depth). Each micro-batch is one contiguous block range (admission control bounds its size);
-``foreachBatch`` collects it as Arrow, checks that it links to the blocks around it
-(``ingestion.links``), splits it into blocks / transactions / logs and range-replaces each bronze
-table. The checkpoint (one per scope, under the lake root) makes a rerun resume where the last
-one stopped.
+depth). Each micro-batch is one contiguous block range (admission control bounds its size). Its
+Spark tasks read their blocks and write the three tables' rows as Parquet files into the lake
+(the source's ``files`` dataset, ``ingestion.staging``); ``foreachBatch`` collects one small row
+per file, checks that the tasks' ranges link to each other and to the blocks around them
+(``ingestion.links``) and commits each table's files in one Delta transaction that replaces
+exactly the range. The checkpoint (one per scope, under the lake root) makes a rerun resume
+where the last one stopped.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from ingestion import settings
 from ingestion.checkpoint import resume_point
 from ingestion.identity import (
@@ -30,18 +29,18 @@ from ingestion.identity import (
     check_same_chain,
     node_identity,
 )
-from ingestion.links import check_links
+from ingestion.links import Segment, check_segment_links
 from ingestion.reorg import Divergence, find_divergence
 from ingestion.rpc import MissingBlockError
-from ingestion.schemas import TABLES
+from ingestion.schemas import FILES_NAME, TABLES
 from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult
 from ingestion.source import (
-    BUNDLE_NAME,
     ChainView,
     InconsistentChainError,
     SourceOptions,
     observe_chain,
 )
+from ingestion.staging import StagedRange, delete_table_files
 
 log = logging.getLogger("chainlake.ingest")
 
@@ -57,14 +56,23 @@ class BatchProgress:
     rows: dict[str, int]
     versions: dict[str, int]
     seconds: float  # since the run started
+    # Where the batch's time went: fetch / transform / write are summed over its Spark tasks
+    # (they run in parallel), commit is the driver's link checks and Delta commits.
+    stages: dict[str, float] = field(default_factory=dict)
+    json_bytes: int = 0  # size of the node's replies for the batch
 
     @classmethod
-    def of(cls, batch_id: int, start: int, end: int, written: dict[str, WriteResult],
-           seconds: float) -> BatchProgress:
-        return cls(batch_id=batch_id, start=start, end=end,
+    def of(cls, batch_id: int, staged: StagedRange, written: dict[str, WriteResult],
+           seconds: float, commit_seconds: float) -> BatchProgress:
+        return cls(batch_id=batch_id, start=staged.start, end=staged.end,
                    rows={name: w.rows for name, w in written.items()},
                    versions={name: w.version for name, w in written.items()},
-                   seconds=seconds)
+                   seconds=seconds, stages={**staged.seconds, "commit": commit_seconds},
+                   json_bytes=staged.json_bytes)
+
+    def describe_stages(self) -> str:
+        """``fetch 1.2s, transform 0.4s, write 0.3s, commit 0.1s`` (task seconds summed)."""
+        return ", ".join(f"{k} {v:.1f}s" for k, v in self.stages.items())
 
     @property
     def blocks(self) -> int:
@@ -188,7 +196,7 @@ def run_ingest(
     ``ingestion.checkpoint``).
     """
     view = preflight(opts)
-    opts = pin_to_chain(replace(opts, dataset=BUNDLE_NAME), view)
+    opts = pin_to_chain(replace(opts, dataset=FILES_NAME, lake=lake.root), view)
     started = time.monotonic()
     bind_lake_to_chain(lake, opts, view)
     reorg = repair_reorg(spark, opts, lake, view, max_depth=max_reorg_depth)
@@ -213,14 +221,14 @@ def run_ingest(
         if committed is not None and committed >= batch_id:
             log.info("batch %d already committed to the lake; skipping the replay", batch_id)
             return
-        bundle: pa.Table = df.toArrow()
-        if bundle.num_rows == 0:
+        staged = StagedRange.of(df.toArrow())  # one small row per file the tasks wrote
+        if staged is None:
             return
-        numbers = bundle.column("block_number")
-        start, end = pc.min(numbers).as_py(), pc.max(numbers).as_py() + 1
-        written = write_linked(spark, opts, lake, bundle, start, end,
-                               app_transaction=(app_id, batch_id))
-        progress = BatchProgress.of(batch_id, start, end, written, time.monotonic() - started)
+        committing = time.monotonic()
+        staged, written = commit_linked(spark, opts, lake, staged,
+                                        app_transaction=(app_id, batch_id))
+        now = time.monotonic()
+        progress = BatchProgress.of(batch_id, staged, written, now - started, now - committing)
         result.batches.append(progress)
         if on_batch is not None:
             on_batch(progress)
@@ -244,29 +252,42 @@ def run_ingest(
     return result
 
 
-def read_bundle(spark, opts: SourceOptions, start: int, end: int) -> pa.Table:
-    """Blocks ``[start, end)`` with their transactions and logs, batch-read from the node."""
-    chunk = replace(opts, dataset=BUNDLE_NAME, start_block=start, end_block=end)
-    return spark.read.format("evm").options(**chunk.as_spark_options()).load().toArrow()
+def stage_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end: int
+                ) -> StagedRange:
+    """Batch-read blocks ``[start, end)``: the tasks write the tables' files (not committed)."""
+    chunk = replace(opts, dataset=FILES_NAME, lake=lake.root, start_block=start, end_block=end)
+    staged = StagedRange.of(spark.read.format("evm").options(**chunk.as_spark_options()).load()
+                            .toArrow())
+    assert staged is not None and (staged.start, staged.end) == (start, end)
+    return staged
 
 
-def write_linked(spark, opts: SourceOptions, lake: BronzeLake, bundle: pa.Table, start: int,
-                 end: int, app_transaction: tuple[str, int] | None = None) -> dict[str, WriteResult]:
-    """Range-replace ``[start, end)`` with ``bundle`` once it links to the blocks around it.
+def commit_linked(spark, opts: SourceOptions, lake: BronzeLake, staged: StagedRange,
+                  app_transaction: tuple[str, int] | None = None
+                  ) -> tuple[StagedRange, dict[str, WriteResult]]:
+    """Commit what the tasks wrote for ``[staged.start, staged.end)`` once it links up: between
+    the tasks, and with the blocks stored (or, for a new lake, the node's) around the range.
 
     A range that does not link (a stale backend behind a load balancer, a reorg under our feet)
     is read again from the node, ``LINK_REREADS`` times; then ``InconsistentChainError`` names
-    the block, and nothing of the range is written.
+    the block, its files are deleted and nothing of the range is committed. Tables are committed
+    children first, ``blocks`` last (with ``app_transaction``).
     """
+    start, end = staged.start, staged.end
     for attempt in range(LINK_REREADS + 1):
-        broken = check_links(bundle, start, end, lake, opts.client)
+        segments = [Segment(*task) for task in staged.tasks]
+        broken = check_segment_links(segments, start, end, lake, opts.client)
         if broken is None:
-            return lake.write_bundle(bundle, start, end, app_transaction=app_transaction)
+            return staged, {
+                name: lake.commit_files(name, staged.files[name], start, end,
+                                        app_transaction if name == "blocks" else None)
+                for name in WRITE_ORDER}
+        delete_table_files(lake.root, staged.all_files())
         log.warning("blocks [%d, %d) do not link up (%s): %s", start, end,
                     "reading them again" if attempt < LINK_REREADS else "giving up",
                     broken.message())
         if attempt < LINK_REREADS:
-            bundle = read_bundle(spark, opts, start, end)
+            staged = stage_range(spark, opts, lake, start, end)
     raise InconsistentChainError(
         f"{broken.message()}, still after reading blocks [{start}, {end}) {LINK_REREADS + 1} "
         f"times; nothing of that range was written (a reorg deeper than the confirmations, or a "
@@ -278,15 +299,18 @@ def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end
     """Batch-read blocks ``[start, end)`` from the node and range-replace them in the lake.
 
     No checkpoint: used to repair (reorgs, ``chainlake repair``), where the range is known.
-    Chunks of ``max_blocks_per_trigger`` bound memory like the stream's micro-batches; each
+    Chunks of ``max_blocks_per_trigger`` bound a commit like the stream's micro-batches; each
     chunk must link to the blocks around it, like a micro-batch.
     """
     done: list[BatchProgress] = []
     started = time.monotonic()
     for a in range(start, end, opts.max_blocks_per_trigger):
         b = min(a + opts.max_blocks_per_trigger, end)
-        written = write_linked(spark, opts, lake, read_bundle(spark, opts, a, b), a, b)
-        progress = BatchProgress.of(len(done), a, b, written, time.monotonic() - started)
+        staged = stage_range(spark, opts, lake, a, b)
+        committing = time.monotonic()
+        staged, written = commit_linked(spark, opts, lake, staged)
+        now = time.monotonic()
+        progress = BatchProgress.of(len(done), staged, written, now - started, now - committing)
         done.append(progress)
         if on_batch is not None:
             on_batch(progress)

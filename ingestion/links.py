@@ -29,6 +29,16 @@ class BrokenLink:
                 f"{self.parent_hash}, but {self.where} block {self.block - 1} is {self.expected}")
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Blocks ``[start, end)`` already known to link among themselves (a Spark task's range)."""
+
+    start: int
+    end: int
+    parent_hash: str  # of block ``start``
+    last_hash: str  # of block ``end - 1``
+
+
 def find_broken_link(blocks: pa.Table, start: int, end: int, *, stored: dict[int, tuple[str, str]],
                      node_parent_hash: str | None) -> BrokenLink | None:
     """The first broken link of ``blocks`` (exactly ``[start, end)``, any order) or None.
@@ -44,29 +54,77 @@ def find_broken_link(blocks: pa.Table, start: int, end: int, *, stored: dict[int
         raise InconsistentChainError(
             f"blocks [{start}, {end}) to write hold {len(ordered)} rows, not one per block")
     hashes, parents = ordered.column("block_hash"), ordered.column("parent_hash")
-    if start - 1 in stored:
-        expected, where = stored[start - 1][0], "the stored"
-    else:
-        expected, where = node_parent_hash, "the node's"
-    if expected is not None and parents[0].as_py() != expected:
-        return BrokenLink(start, parents[0].as_py(), expected, where)
     if len(ordered) > 1:
         linked = pc.equal(parents.slice(1), hashes.slice(0, len(ordered) - 1))
         if not pc.all(linked).as_py():
             i = pc.index(linked, False).as_py() + 1
-            return BrokenLink(start + i, parents[i].as_py(), hashes[i - 1].as_py(),
-                              "the same range's")
-    if end in stored and stored[end][1] != hashes[-1].as_py():
-        return BrokenLink(end, stored[end][1], hashes[-1].as_py(), "the written")
+            inner = BrokenLink(start + i, parents[i].as_py(), hashes[i - 1].as_py(),
+                               "the same range's")
+            edge = _edge_break([Segment(start, end, parents[0].as_py(), hashes[-1].as_py())],
+                               stored, node_parent_hash, lower_only=True)
+            return edge or inner
+    return find_broken_segment_link(
+        [Segment(start, end, parents[0].as_py(), hashes[-1].as_py())], start, end,
+        stored=stored, node_parent_hash=node_parent_hash)
+
+
+def find_broken_segment_link(segments: list[Segment], start: int, end: int, *,
+                             stored: dict[int, tuple[str, str]],
+                             node_parent_hash: str | None) -> BrokenLink | None:
+    """Like ``find_broken_link`` for ranges whose inner links were checked where they were read
+    (each Spark task checks its own blocks): checks the links between segments and the edges."""
+    ordered = sorted(segments, key=lambda s: s.start)
+    covered = [(s.start, s.end) for s in ordered]
+    if not ordered or ordered[0].start != start or ordered[-1].end != end or any(
+            a[1] != b[0] for a, b in zip(covered, covered[1:], strict=False)):
+        raise InconsistentChainError(
+            f"the ranges read {covered} do not cover blocks [{start}, {end}) exactly once")
+    lower = _edge_break(ordered, stored, node_parent_hash, lower_only=True)
+    if lower is not None:
+        return lower
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        if after.parent_hash != before.last_hash:
+            return BrokenLink(after.start, after.parent_hash, before.last_hash,
+                              "the block read by the task before it, its")
+    return _edge_break(ordered, stored, node_parent_hash, lower_only=False)
+
+
+def _edge_break(ordered: list[Segment], stored: dict[int, tuple[str, str]],
+                node_parent_hash: str | None, *, lower_only: bool) -> BrokenLink | None:
+    first, last = ordered[0], ordered[-1]
+    if lower_only:
+        if first.start - 1 in stored:
+            expected, where = stored[first.start - 1][0], "the stored"
+        else:
+            expected, where = node_parent_hash, "the node's"
+        if expected is not None and first.parent_hash != expected:
+            return BrokenLink(first.start, first.parent_hash, expected, where)
+        return None
+    if last.end in stored and stored[last.end][1] != last.last_hash:
+        return BrokenLink(last.end, stored[last.end][1], last.last_hash, "the written")
     return None
 
 
-def check_links(blocks: pa.Table, start: int, end: int, lake, client_factory) -> BrokenLink | None:
-    """``find_broken_link`` with the edges read from ``lake`` and, for ``start - 1`` when the
-    lake lacks it, from the node (``client_factory()`` gives an ``RpcClient`` context)."""
+def edges(lake, start: int, end: int, client_factory) -> tuple[dict[int, tuple[str, str]], str | None]:
+    """The lake's blocks ``start - 1`` and ``end`` (where stored) and, when the lake lacks
+    ``start - 1``, the node's hash of it (``client_factory()`` gives an ``RpcClient`` context)."""
     stored = lake.stored_links([start - 1, end])
     node_parent_hash = None
     if start > 0 and start - 1 not in stored:
         with client_factory() as client:
             node_parent_hash = block_hash(client, start - 1)
+    return stored, node_parent_hash
+
+
+def check_links(blocks: pa.Table, start: int, end: int, lake, client_factory) -> BrokenLink | None:
+    """``find_broken_link`` with the edges read from ``lake`` and the node."""
+    stored, node_parent_hash = edges(lake, start, end, client_factory)
     return find_broken_link(blocks, start, end, stored=stored, node_parent_hash=node_parent_hash)
+
+
+def check_segment_links(segments: list[Segment], start: int, end: int, lake,
+                        client_factory) -> BrokenLink | None:
+    """``find_broken_segment_link`` with the edges read from ``lake`` and the node."""
+    stored, node_parent_hash = edges(lake, start, end, client_factory)
+    return find_broken_segment_link(segments, start, end, stored=stored,
+                                    node_parent_hash=node_parent_hash)

@@ -456,6 +456,7 @@ class RpcClient:
         self._pacer = _Pacer(settings.requests_per_second) if settings.requests_per_second \
             else None
         self._sleep: Callable[[float], None] = time.sleep  # tests may record delays instead
+        self.bytes_received = 0  # JSON bytes of every reply read: what admission control sizes
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -826,6 +827,7 @@ class RpcClient:
                              + self._body_hint(response.content), retry_after)
         if not 200 <= status < 300:
             self._raise_http_error(response, chunk, is_batch)
+        self.bytes_received += len(response.content)
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:

@@ -211,13 +211,37 @@ BUNDLE_SCHEMA = pa.schema(
     ]
 )
 
-DATASETS: tuple[str, ...] = (*TABLES, BUNDLE_NAME)
+# The "files" dataset (the ingestion path, ``ingestion.staging``): each Spark task writes its
+# rows as Parquet files into the bronze tables' directories and yields one row per file written,
+# so that no row crosses Spark or the driver; the driver commits the files to Delta.
+FILES_NAME = "files"
+FILES_SCHEMA = pa.schema(
+    [
+        pa.field("table", TEXT, nullable=False),
+        pa.field("path", TEXT, nullable=True),  # relative to the table's root; null: no rows
+        pa.field("size", BIGINT, nullable=False),
+        pa.field("num_records", BIGINT, nullable=False),
+        pa.field("stats", TEXT, nullable=True),  # Delta statistics JSON of the file
+        pa.field("start_block", BIGINT, nullable=False),  # the task's blocks [start, end)
+        pa.field("end_block", BIGINT, nullable=False),
+        pa.field("first_parent_hash", HEX, nullable=False),  # parent of block start_block
+        pa.field("last_block_hash", HEX, nullable=False),  # hash of block end_block - 1
+        pa.field("fetch_seconds", pa.float64(), nullable=False),  # the task's time, split
+        pa.field("transform_seconds", pa.float64(), nullable=False),
+        pa.field("write_seconds", pa.float64(), nullable=False),
+        pa.field("json_bytes", BIGINT, nullable=False),  # size of the node's replies
+    ]
+)
+
+DATASETS: tuple[str, ...] = (*TABLES, BUNDLE_NAME, FILES_NAME)
 
 
 def arrow_schema_of(dataset: str) -> pa.Schema:
-    """Arrow schema of a source dataset (a bronze table or the bundle)."""
+    """Arrow schema of a source dataset (a bronze table, the bundle or the files written)."""
     if dataset == BUNDLE_NAME:
         return BUNDLE_SCHEMA
+    if dataset == FILES_NAME:
+        return FILES_SCHEMA
     try:
         return TABLES[dataset].arrow_schema
     except KeyError:

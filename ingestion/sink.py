@@ -41,17 +41,24 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction
 
 from ingestion.errors import RefusedError
 from ingestion.identity import ChainIdentity
 from ingestion.schemas import TABLES
+from ingestion.staging import TableFile, TableFileWriter, delete_table_files, read_table_file
 from ingestion.transform import split_bundle
 
 log = logging.getLogger("chainlake.sink")
 
 # Children first, blocks last: see module docstring.
 WRITE_ORDER = ("transactions", "logs", "blocks")
-COMMIT_ATTEMPTS = 8
+COMMIT_ATTEMPTS = 20
+# Every commit of chainlake carries an application transaction of this id, so any two commits
+# racing on one table conflict and the loser retries on a fresh snapshot. delta-rs checks a
+# predicate overwrite against concurrent appends, but not a commit of files written elsewhere
+# (``commit_files``): two of those replacing the same fresh range would both commit.
+WRITER_APP_ID = "chainlake.writer"
 
 
 class LakeError(RefusedError):
@@ -268,21 +275,82 @@ class BronzeLake:
         if self.table(name) is None:  # never let delta-rs create it: see module docstring
             self._create(name, self.identity())
         predicate = f"block_number >= {start} AND block_number < {end}"
-        properties = None
-        if app_transaction is not None:
-            app_id, version = app_transaction
-            properties = CommitProperties(app_transactions=[Transaction(app_id, version)])
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                write_deltalake(uri, data, mode="overwrite", predicate=predicate,
-                                commit_properties=properties)
-                break
-            except CommitFailedError as err:  # a concurrent writer committed first: retry
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.info("%s: commit conflict on [%d, %d), retrying: %s", name, start, end, err)
-                time.sleep(random.uniform(0.05, 0.2) * attempt)
+
+        def commit() -> None:
+            write_deltalake(uri, data, mode="overwrite", predicate=predicate,
+                            commit_properties=_commit_properties(app_transaction))
+
+        _with_retries(commit, f"{name}: [{start}, {end})")
         return WriteResult(name, len(data), DeltaTable(uri).version())
+
+    def commit_files(self, name: str, files: list[TableFile], start: int, end: int,
+                     app_transaction: tuple[str, int] | None = None) -> WriteResult:
+        """Make the table's rows for blocks ``[start, end)`` exactly those of ``files`` (written
+        into the table's directory, see ``ingestion.staging``), in one commit.
+
+        The commit adds the files and removes every live file inside the range; a file that
+        straddles a range edge is rewritten with its rows outside the range. Retried on a fresh
+        snapshot when another writer committed first.
+        """
+        uri = self.table_uri(name)
+        if end <= start:
+            raise ValueError(f"empty block range [{start}, {end})")
+        for f in files:
+            stats = json.loads(f.stats)
+            lo, hi = stats["minValues"].get("block_number"), stats["maxValues"].get("block_number")
+            if lo is None or hi is None or lo < start or hi >= end:
+                raise ValueError(f"{name}: file {f.path} holds blocks outside [{start}, {end})")
+        if self.table(name) is None:
+            self._create(name, self.identity())
+        rewritten: list[TableFile] = []
+
+        def commit() -> None:
+            delete_table_files(self.root, rewritten)
+            rewritten.clear()
+            dt = DeltaTable(uri)
+            removes = self._replaced_files(dt, name, start, end, rewritten)
+            actions = [_add_action(f) for f in [*files, *rewritten]] + removes
+            if actions or app_transaction is not None:
+                dt.create_write_transaction(
+                    actions, mode="append", schema=TABLES[name].arrow_schema,
+                    commit_properties=_commit_properties(app_transaction))
+
+        _with_retries(commit, f"{name}: [{start}, {end})")
+        return WriteResult(name, sum(f.num_records for f in files), DeltaTable(uri).version())
+
+    def _replaced_files(self, dt: DeltaTable, name: str, start: int, end: int,
+                        rewritten: list[TableFile]) -> list[RemoveAction]:
+        """Remove actions for the live files with rows in ``[start, end)``; the rows outside
+        the range of a file that straddles its edge go into new files (``rewritten``)."""
+        stats = pa.table(dt.get_add_actions(flatten=True))
+        if stats.num_rows == 0:
+            return []
+        now = int(time.time() * 1000)
+        removes: list[RemoveAction] = []
+        lows = (stats.column("min.block_number").to_pylist()
+                if "min.block_number" in stats.column_names else [None] * stats.num_rows)
+        highs = (stats.column("max.block_number").to_pylist()
+                 if "max.block_number" in stats.column_names else [None] * stats.num_rows)
+        for path, size, lo, hi in zip(stats.column("path").to_pylist(),
+                                      stats.column("size_bytes").to_pylist(), lows, highs,
+                                      strict=True):
+            known = lo is not None and hi is not None
+            if known and (hi < start or lo >= end):
+                continue  # wholly outside the range
+            if not (known and start <= lo and hi < end):  # straddles an edge: keep the rest
+                rows = read_table_file(self.table_uri(name), path)
+                numbers = rows.column("block_number")
+                outside = rows.filter(pc.or_(pc.less(numbers, start), pc.greater_equal(numbers, end)))
+                if outside.num_rows:
+                    writer = TableFileWriter(self.table_uri(name), name)
+                    for batch in outside.select(TABLES[name].arrow_schema.names).cast(
+                            TABLES[name].arrow_schema).to_batches():
+                        writer.add(batch)
+                    kept = writer.close()
+                    if kept is not None:
+                        rewritten.append(kept)
+            removes.append(RemoveAction(path, True, now, size, {}))
+        return removes
 
     def write_bundle(self, bundle: pa.Table, start: int, end: int,
                      app_transaction: tuple[str, int] | None = None) -> dict[str, WriteResult]:
@@ -322,3 +390,27 @@ def _unreadable_version(uri: str) -> str:
         except (ValueError, OSError):
             return f" at version {int(commit.stem)} ({commit})"
     return ""
+
+
+def _commit_properties(app_transaction: tuple[str, int] | None) -> CommitProperties:
+    transactions = [Transaction(WRITER_APP_ID, time.time_ns())]
+    if app_transaction is not None:
+        transactions.append(Transaction(*app_transaction))
+    return CommitProperties(app_transactions=transactions)
+
+
+def _with_retries(commit, what: str) -> None:
+    """Run ``commit`` until it is not beaten by a concurrent writer (``COMMIT_ATTEMPTS`` tries)."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            commit()
+            return
+        except CommitFailedError as err:  # a concurrent writer committed first: retry
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.info("%s: commit conflict, retrying: %s", what, err)
+            time.sleep(random.uniform(0.02, 0.1) * min(attempt, 5))
+
+
+def _add_action(f: TableFile) -> AddAction:
+    return AddAction(f.path, f.size, {}, int(time.time() * 1000), True, f.stats)

@@ -15,9 +15,12 @@ Options
     rpc_url                  required; http(s) JSON-RPC endpoint (credentials are never logged)
     start_block              first block, inclusive (default 0)
     end_block                last block, exclusive; batch default and stream cap: the safe head
-    dataset                  blocks | transactions | logs | bundle (default blocks); ``bundle`` is
-                             one row per block with its transactions and logs nested, so one
-                             fetch feeds all three bronze tables
+    dataset                  blocks | transactions | logs | bundle | files (default blocks);
+                             ``bundle`` is one row per block with its transactions and logs
+                             nested, so one fetch feeds all three bronze tables; ``files`` (the
+                             ingestion path) writes the three tables' rows as Parquet files into
+                             the lake's tables and yields one row per file (ingestion.staging)
+    lake                     the lake root the ``files`` dataset writes into (required for it)
     confirmations            blocks kept back from the head (default per chain, see settings)
     chain_id                 expected chain id; a node reporting another one fails the query
     max_blocks_per_trigger   admission control: blocks per micro-batch (streams)
@@ -54,7 +57,7 @@ from pyspark.sql.types import StructType
 
 from ingestion import settings
 from ingestion.rpc import RpcClient, RpcSettings
-from ingestion.schemas import BUNDLE_NAME, DATASETS, arrow_schema_of, spark_schema
+from ingestion.schemas import BUNDLE_NAME, DATASETS, FILES_NAME, arrow_schema_of, spark_schema
 
 log = logging.getLogger("chainlake.source")
 
@@ -90,6 +93,7 @@ class SourceOptions:
     rpc_max_retries: int = RpcSettings.max_retries
     rpc_max_batch_size: int = RpcSettings.max_batch_size
     rpc_requests_per_second: float | None = None
+    lake: str | None = None  # the ``files`` dataset: lake root whose tables the tasks write into
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> SourceOptions:
@@ -107,7 +111,7 @@ class SourceOptions:
                 continue
             kind = known[name].type
             try:
-                if name == "dataset":
+                if name in ("dataset", "lake"):
                     values[name] = raw
                 elif "float" in str(kind):
                     values[name] = float(raw)
@@ -128,6 +132,8 @@ class SourceOptions:
         if self.dataset not in DATASETS:
             raise SourceOptionError(
                 f"option 'dataset' must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dataset == FILES_NAME and not self.lake:
+            raise SourceOptionError("the 'files' dataset needs option 'lake' (the lake root)")
         if self.start_block < 0:
             raise SourceOptionError(f"start_block must be >= 0, got {self.start_block}")
         if self.end_block is not None and self.end_block <= self.start_block:
@@ -214,8 +220,12 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
 
     Blocks are fetched in round trips of ``rpc_blocks_per_request``; each chunk must link to
     the previous one by parent hash, or (a reorg while reading) the partition is read again.
+    The ``files`` dataset writes the rows into the lake's tables instead of yielding them
+    (``ingestion.staging``); a partition read again first deletes what it wrote.
     """
-    from ingestion.transform import RawBlock, TransformError, dataset_batch
+    import time
+
+    from ingestion.transform import RawBlock, TransformError
 
     def fetch(client, a: int, b: int) -> list[RawBlock]:
         if opts.dataset == "blocks":  # block rows need no receipts: half the node's work
@@ -224,26 +234,58 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
 
     last_error: Exception | None = None
     for _ in range(attempts):
-        batches: list[pa.RecordBatch] = []
+        output = _output_of(opts, part)
         previous_hash: str | None = None
         try:
             with opts.client() as client:
                 client.check_chain_id(part.chain_id)
                 for a in range(part.start, part.end, opts.rpc_blocks_per_request):
                     b = min(a + opts.rpc_blocks_per_request, part.end)
+                    began = time.perf_counter()
                     raw = fetch(client, a, b)
                     previous_hash = _check_links(raw, a, b, previous_hash)
-                    batches.append(dataset_batch(opts.dataset, part.chain_id, raw))
+                    output.add(raw, time.perf_counter() - began)
         except (InconsistentChainError, TransformError) as err:
             # TransformError covers a receipt from another fork than its block: also a reorg.
+            output.discard()
             last_error = err
             log.warning("re-reading blocks [%d, %d): %s", part.start, part.end, err)
             continue
-        yield from batches
+        except BaseException:
+            output.discard()
+            raise
+        yield from output.finish(client.bytes_received)
         return
     raise InconsistentChainError(
         f"blocks [{part.start}, {part.end}) could not be read consistently after {attempts} "
         f"attempts: {last_error}")
+
+
+class _Batches:
+    """The rows of a dataset, yielded as Arrow batches once the whole partition linked up."""
+
+    def __init__(self, dataset: str, chain_id: int) -> None:
+        self.dataset, self.chain_id = dataset, chain_id
+        self.batches: list[pa.RecordBatch] = []
+
+    def add(self, raw: list, fetch_seconds: float) -> None:
+        from ingestion.transform import dataset_batch
+
+        self.batches.append(dataset_batch(self.dataset, self.chain_id, raw))
+
+    def discard(self) -> None:
+        self.batches = []
+
+    def finish(self, json_bytes: int) -> Iterator[pa.RecordBatch]:
+        yield from self.batches
+
+
+def _output_of(opts: SourceOptions, part: BlockRange):
+    if opts.dataset == FILES_NAME:
+        from ingestion.staging import StagedOutput
+
+        return StagedOutput(opts.lake, part.chain_id, part.start, part.end)
+    return _Batches(opts.dataset, part.chain_id)
 
 
 def _check_links(raw: list, start: int, end: int, previous_hash: str | None) -> str | None:

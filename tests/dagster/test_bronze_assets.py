@@ -105,8 +105,8 @@ def test_partition_materializes_and_rematerializing_changes_nothing(spark, devne
 def test_sensor_adds_partitions_and_requests_one_run_per_new_range(devnet, instance):
     rpc = RpcResource(url=devnet.url)
     head = devnet.live_head()
-    context = dg.build_sensor_context(instance=instance, resources={"rpc": rpc})
-    first = chain_head_sensor(context)
+    with dg.build_sensor_context(instance=instance, resources={"rpc": rpc}) as context:
+        first = chain_head_sensor(context)
     assert isinstance(first, dg.SensorResult)
     added = first.dynamic_partitions_requests[0].partition_keys
     assert added == [span_of(b, SIZE).key for b in range(0, head + 1, SIZE)]
@@ -116,22 +116,25 @@ def test_sensor_adds_partitions_and_requests_one_run_per_new_range(devnet, insta
     instance.add_dynamic_partitions(BLOCK_RANGES.name, added)
     # The chain moved on by 2*SIZE blocks since the cursor: one run per range touched.
     behind = head - 2 * SIZE
-    later = chain_head_sensor(dg.build_sensor_context(instance=instance, cursor=str(behind),
-                                                      resources={"rpc": rpc}))
+    with dg.build_sensor_context(instance=instance, cursor=str(behind),
+                                 resources={"rpc": rpc}) as context:
+        later = chain_head_sensor(context)
     expected = [span_of(b, SIZE).key for b in range(span_of(behind + 1, SIZE).start, head + 1, SIZE)]
     assert [r.partition_key for r in later.run_requests] == expected
     assert len({r.run_key for r in later.run_requests}) == len(expected)
     assert not later.dynamic_partitions_requests  # nothing new to add
 
-    idle = chain_head_sensor(dg.build_sensor_context(instance=instance, cursor=str(head),
-                                                     resources={"rpc": rpc}))
+    with dg.build_sensor_context(instance=instance, cursor=str(head),
+                                 resources={"rpc": rpc}) as context:
+        idle = chain_head_sensor(context)
     assert not idle.run_requests
     assert "no new safe block" in idle.skip_reason.skip_message
 
 
 def test_sensor_skips_with_a_reason_when_the_node_is_unreachable(instance):
     rpc = RpcResource(url="http://127.0.0.1:1/v3/0123456789abcdef0123456789abcdef")
-    result = chain_head_sensor(dg.build_sensor_context(instance=instance, resources={"rpc": rpc}))
+    with dg.build_sensor_context(instance=instance, resources={"rpc": rpc}) as context:
+        result = chain_head_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert "cannot reach the RPC node" in result.skip_message
     assert "0123456789abcdef0123456789abcdef" not in result.skip_message
@@ -139,10 +142,14 @@ def test_sensor_skips_with_a_reason_when_the_node_is_unreachable(instance):
 
 def test_schedule_targets_the_tip_partition(devnet, instance, tmp_path):
     head = devnet.live_head()
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 1, 1, tzinfo=UTC),
-        resources={"rpc": RpcResource(url=devnet.url),
-                   "lake": LakeResource(uri=str(tmp_path / "lake"))})
-    requests = list(catch_up_schedule(context))
+    # Always `with`: the schedule context opens its own DagsterInstance from the instance's ref
+    # (context.instance) and enters it; left open, that instance is exited whenever the garbage
+    # collector gets to it, which resets Dagster's current-defs-state-storage ContextVar to this
+    # fixture's (by then dead) instance in the middle of a later test (tests/dagster/conftest.py).
+    with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 1, 1, tzinfo=UTC),
+            resources={"rpc": RpcResource(url=devnet.url),
+                       "lake": LakeResource(uri=str(tmp_path / "lake"))}) as context:
+        requests = list(catch_up_schedule(context))
     assert [r.partition_key for r in requests] == [span_of(head, SIZE).key]
     assert span_of(head, SIZE).key in instance.get_dynamic_partitions(BLOCK_RANGES.name)
