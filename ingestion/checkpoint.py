@@ -10,19 +10,48 @@ The lake is the truth, the checkpoint a bookmark. Before a query starts:
   the first block the lake is missing;
 * without a checkpoint the scope also starts at the first block of its range the lake is
   missing: blocks already stored are not fetched again.
+
+One run at a time per scope: Spark refuses two queries on one checkpoint (the loser fails with
+"Multiple streaming queries are concurrently using …"), which happens when two
+``dagster asset materialize`` of one partition run at once (pools bind only daemon-launched
+runs). ``scope_lock`` makes the second run wait for the first and then find what is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ingestion.sink import BronzeLake, is_local
 
 log = logging.getLogger("chainlake.checkpoint")
+
+
+@contextlib.contextmanager
+def scope_lock(checkpoint: str) -> Iterator[None]:
+    """Hold the scope's lock (``<checkpoint>.lock``, released by the OS if the process dies);
+    wait while another run holds it. Remote checkpoints are not locked."""
+    root = _local_path(checkpoint)
+    if root is None:
+        yield
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(root.name + ".lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another run is ingesting scope %s: waiting for it to finish", root.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _local_path(checkpoint: str) -> Path | None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ingestion import settings
-from ingestion.checkpoint import resume_point
+from ingestion.checkpoint import resume_point, scope_lock
 from ingestion.identity import (
     ChainIdentity,
     ChainIdentityError,
@@ -195,6 +195,15 @@ def run_ingest(
     the scope's checkpoint is set aside when unreadable and rewound when ahead of the lake (see
     ``ingestion.checkpoint``).
     """
+    checkpoint = lake.checkpoint_uri(scope or default_scope(opts.start_block, opts.end_block))
+    with scope_lock(checkpoint):  # one run per scope: a second one waits, then finds the rest
+        return _run_scope(spark, opts, lake, checkpoint, scope=scope, on_batch=on_batch,
+                          max_reorg_depth=max_reorg_depth)
+
+
+def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
+               scope: str | None, on_batch: Callable[[BatchProgress], None] | None,
+               max_reorg_depth: int | None) -> IngestResult:
     view = preflight(opts)
     opts = pin_to_chain(replace(opts, dataset=FILES_NAME, lake=lake.root), view)
     started = time.monotonic()
@@ -202,7 +211,6 @@ def run_ingest(
     reorg = repair_reorg(spark, opts, lake, view, max_depth=max_reorg_depth)
     # The run ends at the safe head captured now, however far the chain grows while it runs.
     target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
-    checkpoint = lake.checkpoint_uri(scope or default_scope(opts.start_block, opts.end_block))
     rewound_to = resume_point(lake, checkpoint, opts.start_block, target)
     if rewound_to is not None:
         opts = replace(opts, start_block=rewound_to)

@@ -89,3 +89,19 @@ def partition_size_from_env() -> int:
 def start_block_from_env() -> int:
     """First block the deployment ingests (partitions start at the range holding it)."""
     return int(os.environ.get(ENV_START_BLOCK) or 0)
+
+
+# Lake maintenance (`ingestion.maintenance`, `chainlake maintain`, the Dagster job lake_maintenance).
+# Files removed from a table (and `*.unreadable-*` Spark checkpoints) are deleted once older than
+# this: Delta's own default (`delta.deletedFileRetentionDuration`, 1 week), so readers of older
+# versions, time travel within a week and files a writer has written but not committed yet stay
+# safe. Shorter is refused unless asked for explicitly.
+DEFAULT_RETENTION_HOURS = 168.0
+# Compaction rewrites the small files of closed block ranges into files of at most about this
+# size (sum of the Parquet sizes it merges; one range is read into memory at a time).
+DEFAULT_COMPACT_TARGET_FILE_BYTES = 64 * 1024 * 1024
+# A Spark checkpoint written to within this many hours may belong to a query still running: kept.
+DEFAULT_CHECKPOINT_IDLE_HOURS = 1.0
+# Dagster run history: finished catch-up runs older than this many days are purged (the run
+# holding the latest materialization of a partition is always kept).
+DEFAULT_RUN_RETENTION_DAYS = 7
