@@ -20,8 +20,10 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m assets.demo
 
+# `make dev ARGS="--devnet-port 8602 --ui-port 3002 --block-time 12"`; DAGSTER_HOME and
+# CHAINLAKE_LAKE_URI from the environment are honoured (python -m assets.dev --help).
 dev: setup
-	$(BIN)/python -m assets.dev
+	$(BIN)/python -m assets.dev $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest

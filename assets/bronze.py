@@ -1,30 +1,91 @@
 """Bronze assets: one multi-asset run fills blocks, transactions and logs for its block ranges.
 
-Each partition is one Spark ``availableNow`` run of the `evm` bundle stream over its range, up to
-the safe head, with its own checkpoint (``<lake>/_checkpoints/partition-<key>``): the open tip
-partition is simply materialized again later and continues where it stopped, and a completed
-one re-materialized finds nothing new. Writes replace exactly their block range, so any re-run
-leaves the tables identical.
+Each partition is one Spark ``availableNow`` run of the `evm` source over its range, up to the
+safe head captured when it starts, with its own checkpoint (``<lake>/_checkpoints/partition-<key>``):
+the open tip partition is simply materialized again later and continues where it stopped, and a
+completed one re-materialized finds nothing new. Writes replace exactly their block range, so
+any re-run leaves the tables identical.
+
+Before anything else a run checks its partition keys (a key added by hand in the UI that is not
+one of this deployment's ranges is refused, naming it). A transient failure (node unreachable, a
+range that did not link up, a Spark worker lost) is retried in the same run with exponential
+backoff (``RETRY_POLICY``); a refusal (another chain, a deep reorg, an unusable lake, bad
+options or keys) fails at once. A retry that finds another run still ingesting the same
+partition waits for it (``ingestion.checkpoint.scope_lock``) and then finds what is left.
+
+Runs come in two kinds, read from the run tag ``chainlake/run_kind``: ``tip`` (the sensor's
+head-following runs) and ``history`` (backfills, the sensor healing old gaps; a run with a
+backfill or partition-range tag counts as history). ``config/dagster.yaml`` gives each kind its
+own lane (a run-tag concurrency limit of 1), and ``CHAINLAKE_TIP_REQUESTS_PER_SECOND`` /
+``CHAINLAKE_HISTORY_REQUESTS_PER_SECOND`` (or the run tag ``chainlake/requests_per_second``) its
+own JSON-RPC rate, so a multi-day backfill never stops head-following.
+
+Materialization metadata: per partition (a backfill run reports each of its partitions' own
+figures) the block range, whether it is the open tip partition, blocks and rows written, blocks/s,
+seconds per stage (fetch, transform, write: summed over Spark tasks; commit), JSON MB read and the
+rows the table holds for the range; per run the table's total rows (``dagster/row_count``), its
+URI and name, the stored tip, the lag behind the head observed after the write, the Delta
+version, reorgs repaired and which partitions the run covered.
 """
 
+import dataclasses
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.partitions import BLOCK_RANGES
+from assets.partitions import BLOCK_RANGES, PartitionKeyError, check_run_keys
 from assets.resources import LakeResource, RpcResource, SparkResource
 from ingestion import settings
-from ingestion.ingest import IngestResult, run_ingest
-from ingestion.lake_path import check_lake_writable
-from ingestion.ranges import parse_key
+from ingestion.coverage import HISTORY, TIP, FileSpan, file_spans, rows_in_range, table_rows
+from ingestion.errors import RefusedError
+from ingestion.ingest import IngestResult, explain_failure, run_ingest
+from ingestion.lake_path import LakePathError, check_lake_writable
+from ingestion.ranges import BlockSpan
+from ingestion.rpc import ChainIdMismatchError
 from ingestion.schemas import TABLES
+from ingestion.sink import BronzeLake
+from ingestion.source import SourceOptionError
+from ingestion.transform import TransformError
 
-POOL = "chainlake_ingest"  # one ingestion run at a time: never two runs on one node or range
+# Every bronze run is in this pool (declared on the asset: Dagster computes a run's pools from its
+# ops when the run is created, so one asset has one pool whatever launched it). Its limit is 2 —
+# one tip lane plus one history lane (the run-tag limits in config/dagster.yaml) — set in the
+# instance by chain_head_sensor when not set by hand: `dagster instance concurrency set
+# chainlake_ingest N`.
+POOL = "chainlake_ingest"
+POOL_LIMIT = 2
 GROUP = "bronze"
+OWNERS = ["team:chainlake"]
+
+# Run tags.
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+BACKFILL_TAG = "dagster/backfill"
+RUN_KIND_TAG = "chainlake/run_kind"  # tip | history: the run's lane (config/dagster.yaml)
+OPEN_PARTITION_TAG = "chainlake/open_partition"  # the open tip partition the run ingests into
+REQUESTS_PER_SECOND_TAG = "chainlake/requests_per_second"  # this run's JSON-RPC rate
+RUN_KINDS = (TIP, HISTORY)
+
+RETRY_POLICY = dg.RetryPolicy(
+    max_retries=settings.INGEST_RETRIES, delay=settings.INGEST_RETRY_DELAY_S,
+    backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+# Errors that retrying cannot fix: the input (node, lake, options, keys) is wrong.
+_REFUSALS = (RefusedError, LakePathError, SourceOptionError, ChainIdMismatchError, TransformError,
+             PartitionKeyError)
+_REFUSAL_NAMES = {cls.__name__ for cls in _REFUSALS} | {
+    "ChainIdentityError", "DeepReorgError", "LakeError"}  # as named inside Spark's errors
 
 
 def bronze_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["bronze", table])
+
+
+def table_name(table: str) -> str:
+    return f"bronze.{table}"
 
 
 def _column_schema(table: str) -> dg.TableSchema:
@@ -40,15 +101,89 @@ def _column_schema(table: str) -> dg.TableSchema:
 BRONZE_SPECS = [
     dg.AssetSpec(
         bronze_key(name),
-        description=f"{TABLES[name].doc} Delta table at <lake>/bronze/{name}.",
+        description=(f"{TABLES[name].doc} Delta table `bronze/{name}` under the lake root "
+                     f"(`{settings.ENV_LAKE_URI}`, the `lake` resource), partitioned by block "
+                     "range; primary key " + ", ".join(f"`{k}`" for k in TABLES[name].key) + "."),
         group_name=GROUP,
         kinds={"spark", "delta"},
+        owners=OWNERS,
         partitions_def=BLOCK_RANGES,
         metadata={"dagster/column_schema": _column_schema(name),
+                  "dagster/table_name": table_name(name),
                   "primary_key": ", ".join(TABLES[name].key)},
     )
     for name in TABLES
 ]
+
+
+def run_kind(tags: Mapping[str, str]) -> str | None:
+    """``tip`` or ``history`` from the run's tags (a backfill or a partition-range run is
+    history); None for a run nobody classified (e.g. one partition materialized from the UI)."""
+    kind = tags.get(RUN_KIND_TAG)
+    if kind:
+        if kind not in RUN_KINDS:
+            raise SourceOptionError(f"run tag {RUN_KIND_TAG} must be one of {', '.join(RUN_KINDS)}, "
+                                    f"got {kind!r}")
+        return kind
+    if tags.get(BACKFILL_TAG) or tags.get(RANGE_START_TAG):
+        return HISTORY
+    return None
+
+
+def requests_per_second(tags: Mapping[str, str], kind: str | None) -> float | None:
+    """The run's JSON-RPC rate: the run tag, else the setting for its kind, else None (the
+    ``rpc`` resource's own)."""
+    try:
+        explicit = tags.get(REQUESTS_PER_SECOND_TAG)
+        if explicit:
+            return settings.positive_rate(explicit, f"run tag {REQUESTS_PER_SECOND_TAG}")
+        return settings.requests_per_second_for(kind)
+    except ValueError as err:
+        raise SourceOptionError(str(err)) from None
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Would retrying fail the same way (bad node, lake, options or keys)?"""
+    if isinstance(error, _REFUSALS):
+        return True
+    return explain_failure(error).split(":", 1)[0] in _REFUSAL_NAMES
+
+
+@dataclass
+class PartitionRun:
+    """What one run did for one of its partitions."""
+
+    span: BlockSpan
+    result: IngestResult | None  # None: nothing to ingest (before CHAINLAKE_START_BLOCK)
+    seconds: float = 0.0
+
+    @property
+    def open(self) -> bool:
+        """Reaches past the safe head the run stopped at: more blocks will come."""
+        return self.result is not None and self.result.target_end < self.span.end
+
+    def state(self, tip: int | None) -> str:
+        a, b = self.span.start, self.span.end - 1
+        if self.result is None:
+            return (f"nothing to ingest: blocks {a}..{b} lie before "
+                    f"{settings.ENV_START_BLOCK}={settings.start_block_from_env()}")
+        safe = self.result.target_end
+        if self.open:
+            held = f"holds blocks {a}..{min(tip, b)}" if tip is not None and tip >= a else \
+                "holds no block yet"
+            return (f"open (tip partition): {held} of {a}..{b}, up to the safe head {safe - 1}; "
+                    f"{self.span.end - safe:,} blocks are not safe yet, later runs add them")
+        return f"complete: blocks {a}..{b} (all below the safe head {safe - 1})"
+
+    def stage_seconds(self) -> dict[str, float]:
+        total = {"fetch": 0.0, "transform": 0.0, "write": 0.0, "commit": 0.0}
+        for batch in self.result.batches if self.result else []:
+            for stage, seconds in batch.stages.items():
+                total[stage] = total.get(stage, 0.0) + seconds
+        return total
+
+    def json_bytes(self) -> int:
+        return sum(b.json_bytes for b in self.result.batches) if self.result else 0
 
 
 @dg.multi_asset(
@@ -59,60 +194,142 @@ BRONZE_SPECS = [
     # query per partition), instead of paying Spark start-up per partition.
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
+    retry_policy=RETRY_POLICY,
 )
 def bronze_ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkResource,
                   lake: LakeResource):
     """Ingest the selected block ranges from the node into the bronze Delta tables."""
+    try:
+        results = _ingest(context, rpc, spark, lake)
+    except Exception as err:
+        if is_refusal(err):
+            raise dg.Failure(description=f"refused (not retried): {explain_failure(err)}",
+                             allow_retries=False) from err
+        if context.retry_number < settings.INGEST_RETRIES:
+            context.log.warning(f"transient failure, retried with backoff "
+                                f"(attempt {context.retry_number + 2} of "
+                                f"{settings.INGEST_RETRIES + 1}): {explain_failure(err)}")
+        raise
+    yield from results
+
+
+def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkResource,
+            lake: LakeResource) -> list[dg.MaterializeResult]:
+    tags = context.run.tags
+    spans = check_run_keys(context.partition_keys)
+    kind = run_kind(tags)
+    rate = requests_per_second(tags, kind)
     bronze = lake.lake()
     check_lake_writable(bronze.root)  # a file, a read-only or full disk: now, not in Spark
     session = spark.session()
     first_block = settings.start_block_from_env()
-    results: list[IngestResult] = []
-    started = time.monotonic()
-    for key in context.partition_keys:
-        span = parse_key(key)
+    if rate is not None:
+        context.log.info(f"{kind or 'this'} run: at most {rate:g} JSON-RPC requests/s per task")
+    runs: list[PartitionRun] = []
+    for span in spans:
         start = max(span.start, first_block)
         if start >= span.end:
+            runs.append(PartitionRun(span, None))
             continue
         opts = rpc.source_options(start, span.end)
+        if rate is not None:
+            opts = dataclasses.replace(opts, rpc_requests_per_second=rate)
+            opts.validate()
 
-        def log_batch(p, key=key) -> None:
+        def log_batch(p, key=span.key) -> None:
             context.log.info(f"{key}: blocks [{p.start}, {p.end}) — {p.rows['transactions']} txs, "
-                             f"{p.rows['logs']} logs, Delta v{p.versions['blocks']}")
+                             f"{p.rows['logs']} logs, Delta v{p.versions['blocks']}; "
+                             f"{p.describe_stages()}")
 
-        result = run_ingest(session, opts, bronze, scope=f"partition-{key}", on_batch=log_batch)
+        began = time.monotonic()
+        result = run_ingest(session, opts, bronze, scope=f"partition-{span.key}",
+                            on_batch=log_batch)
         if result.reorg is not None:
             context.log.warning(f"reorg of depth {result.reorg.depth} below the stored tip: "
                                 f"re-ingested blocks {result.reorg.replaced} from the node")
-        context.log.info(f"{key}: {result.blocks} new blocks up to {result.target_end - 1} "
+        context.log.info(f"{span.key}: {result.blocks} new blocks up to {result.target_end - 1} "
                          f"(head {result.chain.head}, {result.chain.confirmations} confirmations)")
-        results.append(result)
-    seconds = time.monotonic() - started
-    head = results[-1].chain.head if results else None
+        runs.append(PartitionRun(span, result, time.monotonic() - began))
+    head, measured = _head_after_write(rpc, runs)
     tip = bronze.stored_tip()
-    blocks = sum(r.blocks for r in results)
-    reorgs = [r.reorg for r in results if r.reorg is not None]
+    open_keys = [r.span.key for r in runs if r.open]
+    if open_keys and tags.get(OPEN_PARTITION_TAG) != open_keys[-1]:
+        context.instance.add_run_tags(context.run.run_id, {OPEN_PARTITION_TAG: open_keys[-1]})
+    out = []
     for name in TABLES:
-        table = bronze.table(name)
-        yield dg.MaterializeResult(
+        files = file_spans(bronze.file_stats(name))  # the Delta log once per table
+        for run in runs:
+            context.add_asset_metadata(_partition_metadata(bronze, name, run, tip, files),
+                                       asset_key=bronze_key(name), partition_key=run.span.key)
+        out.append(dg.MaterializeResult(
             asset_key=bronze_key(name),
-            metadata={
-                "block_range": dg.MetadataValue.text(_describe(context.partition_keys)),
-                "partitions": len(context.partition_keys),
-                "blocks_ingested": blocks,
-                "rows_written": sum(r.rows(name) for r in results),
-                "blocks_per_second": round(blocks / seconds, 1) if seconds else 0.0,
-                "stored_tip_block": tip if tip is not None else -1,
-                "lag_behind_head": (head - tip) if head is not None and tip is not None else -1,
-                "delta_version": table.version() if table is not None else -1,
-                "reorg_depth": max((r.depth for r in reorgs), default=0),
-                "reorg_replaced_blocks": dg.MetadataValue.text(
-                    ", ".join(f"[{r.replaced[0]}, {r.replaced[1]})" for r in reorgs) or "none"),
-                "table_uri": dg.MetadataValue.path(bronze.table_uri(name)),
-            },
-        )
+            metadata=_run_metadata(bronze, name, runs, kind, tip, head, measured, files)))
+    return out
 
 
-def _describe(keys: list[str]) -> str:
-    spans = sorted(parse_key(k) for k in keys)
-    return f"blocks {spans[0].start}..{spans[-1].end - 1} ({len(spans)} partitions)"
+def _head_after_write(rpc: RpcResource, runs: list[PartitionRun]) -> tuple[int | None, bool]:
+    """The node's head now, after the writes (True), or, if it cannot be asked, the highest head
+    the run saw when it started (False)."""
+    try:
+        return rpc.observe().head, True
+    except Exception:  # noqa: BLE001 - the data is written; the lag is only a figure
+        heads = [r.result.chain.head for r in runs if r.result is not None]
+        return (max(heads) if heads else None), False
+
+
+def _partition_metadata(lake: BronzeLake, name: str, run: PartitionRun, tip: int | None,
+                        files: list[FileSpan]) -> dict:
+    """This partition's own figures (numbers are plotted per partition in the UI)."""
+    result = run.result
+    blocks = result.blocks if result else 0
+    stages = run.stage_seconds()
+    metadata = {
+        "block_range": dg.MetadataValue.text(f"blocks {run.span.start}..{run.span.end - 1}"),
+        "partition_state": dg.MetadataValue.text(run.state(tip)),
+        "open_partition": dg.MetadataValue.bool(run.open),
+        "blocks_ingested": blocks,
+        "rows_written": result.rows(name) if result else 0,
+        "blocks_per_second": round(blocks / run.seconds, 1) if run.seconds > 0 else 0.0,
+        **{f"{stage}_seconds": round(seconds, 3) for stage, seconds in stages.items()},
+        "json_mb": round(run.json_bytes() / 1e6, 3),
+        "dagster/partition_row_count": rows_in_range(lake, name, run.span.start, run.span.end,
+                                                     files),
+    }
+    return metadata
+
+
+def _run_metadata(lake: BronzeLake, name: str, runs: list[PartitionRun], kind: str | None,
+                  tip: int | None, head: int | None, measured: bool,
+                  files: list[FileSpan]) -> dict:
+    """Figures of the table and of the run as a whole (the same on each of its partitions)."""
+    table = lake.table(name)
+    reorgs = [r.result.reorg for r in runs if r.result is not None and r.result.reorg is not None]
+    metadata = {
+        "dagster/row_count": table_rows(lake, name, files),
+        "dagster/table_name": dg.MetadataValue.text(table_name(name)),
+        "dagster/uri": dg.MetadataValue.text(lake.table_uri(name)),
+        "run_partitions": dg.MetadataValue.text(_describe(runs)),
+        "run_kind": dg.MetadataValue.text(kind or "unclassified (no chainlake/run_kind tag)"),
+        "stored_tip_block": dg.MetadataValue.text("none" if tip is None else str(tip)),
+        "head_block": dg.MetadataValue.text(
+            "unknown" if head is None else
+            f"{head} ({'observed after the write' if measured else 'when the run started'})"),
+        "delta_version": dg.MetadataValue.text(str(table.version()) if table is not None else "none"),
+        "reorg_depth": max((r.depth for r in reorgs), default=0),
+        "reorg_replaced_blocks": dg.MetadataValue.text(
+            ", ".join(f"[{r.replaced[0]}, {r.replaced[1]})" for r in reorgs) or "none"),
+    }
+    if head is not None and tip is not None:
+        # The run stops at the safe head it captured; the chain kept growing meanwhile. Never
+        # negative: a node lagging behind the lake (a load balancer's stale backend) is 0 behind.
+        metadata["lag_behind_head"] = max(0, head - tip)
+    return metadata
+
+
+def _describe(runs: list[PartitionRun]) -> str:
+    spans = [r.span for r in runs]
+    blocks = f"blocks {spans[0].start}..{spans[-1].end - 1}"
+    if len(spans) == 1:
+        return f"this run covered one partition, {spans[0].key} ({blocks})"
+    return (f"this run covered {len(spans)} partitions, {spans[0].key} … {spans[-1].key} "
+            f"({blocks}); the block, row and speed figures are this partition's own")

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from assets.bronze import bronze_key
+from assets.bronze import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, bronze_key
 from assets.resources import LakeResource
 from ingestion import settings
 from ingestion.continuity import (
@@ -36,9 +36,6 @@ from ingestion.sink import BronzeLake
 
 CHECK_NAME = "continuity"
 MAX_EXAMPLES = 20
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 _DESCRIPTIONS = {
     "blocks": "Block numbers unique and contiguous (also across the boundary with the block "
@@ -89,6 +86,10 @@ def _markdown(outcomes: list[ExpectationOutcome]) -> str:
     return "\n".join(rows)
 
 
+def _text(value: int | None) -> dg.TextMetadataValue:
+    return dg.MetadataValue.text("none" if value is None else str(value))
+
+
 def check_results(report: ContinuityReport) -> list[dg.AssetCheckResult]:
     """One ``continuity`` result per bronze table, from a continuity report."""
     results = []
@@ -96,14 +97,16 @@ def check_results(report: ContinuityReport) -> list[dg.AssetCheckResult]:
         outcomes = report.outcomes_for(name)
         failed = [o for o in outcomes if not o.success]
         offending = sorted({b for o in failed for b in o.offending_blocks})
+        # Numbers become plots in the UI: only measures are numbers (rows validated);
+        # identifiers (chain id, block numbers) are text, "none" rather than -1.
         metadata = {
             "block_range": dg.MetadataValue.text(f"[{report.start}, {report.end})"),
-            "boundary_block": report.boundary if report.boundary is not None else -1,
+            "boundary_block": _text(report.boundary),
             "rows_validated": report.rows.get(name, 0),
-            "chain_id": report.chain_id if report.chain_id is not None else -1,
+            "chain_id": _text(report.chain_id),
             "failed_expectations": dg.MetadataValue.text(", ".join(o.name for o in failed) or "-"),
             "offending_blocks": dg.MetadataValue.text(report.offending_text(outcomes)),
-            "first_offending_block": offending[0] if offending else -1,
+            "first_offending_block": _text(offending[0] if offending else None),
             "expectations": dg.MetadataValue.md(_markdown(outcomes)),
         }
         if failed:

@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 def add_partitions(head: int) -> list[str]:
     import dagster as dg
 
-    from assets.partitions import BLOCK_RANGES, keys_through
+    from assets.partitions import add_partitions as add_checked
+    from assets.partitions import keys_through
 
     keys = keys_through(head)
     with dg.DagsterInstance.get() as instance:
-        existing = set(instance.get_dynamic_partitions(BLOCK_RANGES.name))
-        instance.add_dynamic_partitions(BLOCK_RANGES.name, [k for k in keys if k not in existing])
+        add_checked(instance, keys)  # refuses keys that overlap other ranges in the instance
     return keys
 
 

@@ -40,14 +40,19 @@ class RpcResource(dg.ConfigurableResource):
 
 
 class SparkResource(dg.ConfigurableResource):
-    """Spark: local by default, any master URL by config."""
+    """Spark: a warm Spark Connect server when ``remote`` is set (``chainlake spark-server``,
+    started by ``make dev``), else a session started in the run (local by default)."""
 
     master: str = Field(default=settings.DEFAULT_SPARK_MASTER, description="Spark master URL.")
+    remote: str | None = Field(
+        default=None, description=f"Spark Connect URL, e.g. sc://127.0.0.1:15002 (from "
+                                  f"{settings.ENV_SPARK_REMOTE}): runs connect instead of starting "
+                                  f"a JVM.")
 
     def session(self):
         from ingestion.spark import get_spark
 
-        return get_spark(self.master)
+        return get_spark(self.master, remote=self.remote)
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -67,6 +72,7 @@ def _env_or_default(name: str, default: str):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "rpc": RpcResource(url=_env_or_default(settings.ENV_RPC_URL, settings.DEFAULT_RPC_URL)),
-        "spark": SparkResource(master=settings.spark_master_from_env()),
+        "spark": SparkResource(master=settings.spark_master_from_env(),
+                               remote=settings.spark_remote_from_env()),
         "lake": LakeResource(uri=_env_or_default(settings.ENV_LAKE_URI, settings.DEFAULT_LAKE_URI)),
     }

@@ -106,6 +106,17 @@ def set_aside_if_unreadable(checkpoint: str) -> Path | None:
     return kept
 
 
+def query_id(checkpoint: str) -> str:
+    """The id Spark gave the query of this checkpoint (its ``metadata``): stable across restarts,
+    new when the checkpoint is new. Remote checkpoints: read through pyarrow's file systems."""
+    import pyarrow.fs as pafs
+
+    uri = checkpoint if "://" in checkpoint else "file://" + checkpoint
+    fs, path = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(f"{path}/metadata") as stream:
+        return json.loads(stream.read())["id"]
+
+
 def committed_position(checkpoint: str) -> int | None:
     """Exclusive end block of the last micro-batch Spark committed, or None for a new scope."""
     root = _local_path(checkpoint)

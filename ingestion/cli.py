@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blocks to mine before following (default 200)")
     devnet.add_argument("--hardfork", default="prague")
 
+    server = sub.add_parser(
+        "spark-server", help="run a Spark Connect server (warm Spark for runs), in the foreground",
+        description="Start Spark once and keep it: runs with CHAINLAKE_SPARK_REMOTE=sc://127.0.0.1:"
+                    "PORT (or --spark-remote) connect in about a second instead of starting a JVM.")
+    server.add_argument("--port", type=_port, default=settings.DEFAULT_SPARK_SERVER_PORT)
+    server.add_argument("--spark-master", default=None,
+                        help=f"default ${settings.ENV_SPARK_MASTER} or {settings.DEFAULT_SPARK_MASTER}")
+
     ingest = sub.add_parser("ingest", help="one availableNow run into the bronze tables")
     ingest.add_argument("--rpc-url", type=_rpc_url, default=None,
                         help=f"JSON-RPC URL (default ${settings.ENV_RPC_URL} or the devnet)")
@@ -142,7 +150,42 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace stored blocks that diverge from the node deeper than the "
                              "maximum reorg depth (refused otherwise); says how many first")
 
+    maintain = sub.add_parser(
+        "maintain", help="compact closed block ranges, vacuum, checkpoint the Delta log, drop "
+                         "finished Spark checkpoints",
+        description="Rewrite the small files of closed block ranges (below --closed-before) into "
+                    "few sorted files without changing a row, vacuum files removed more than "
+                    "--retention-hours ago, write a Delta log checkpoint and delete expired log "
+                    "entries, and delete the Spark checkpoints of scopes the lake holds "
+                    "completely. Safe while ingestion runs.")
+    maintain.add_argument("--lake", type=_lake_uri, default=None,
+                          help=f"lake root URI (default ${settings.ENV_LAKE_URI} or ./lake)")
+    maintain.add_argument("--closed-before", type=_non_negative, default=None,
+                          help="blocks below this are final and may be compacted (default: the "
+                               "start of the partition holding the stored tip)")
+    maintain.add_argument("--partition-size", type=_positive, default=None,
+                          help="compaction never merges files across these aligned ranges "
+                               f"(default ${settings.ENV_PARTITION_SIZE} or the deployment's)")
+    maintain.add_argument("--retention-hours", type=_non_negative_number,
+                          default=settings.DEFAULT_RETENTION_HOURS,
+                          help="delete removed files and unreadable checkpoints older than this "
+                               f"(default {settings.DEFAULT_RETENTION_HOURS:g}, Delta's 7 days)")
+    maintain.add_argument("--allow-short-retention", action="store_true",
+                          help="accept a retention below 7 days: readers of older versions and "
+                               "writes in flight may lose files")
+
     return parser
+
+
+def _non_negative_number(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def add_lake_range_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("chainlake").setLevel(logging.DEBUG if args.verbose else logging.NOTSET)
     try:
         return {"devnet": cmd_devnet, "ingest": cmd_ingest, "validate": cmd_validate,
-                "repair": cmd_repair}[args.command](args)
+                "repair": cmd_repair, "maintain": cmd_maintain,
+                "spark-server": cmd_spark_server}[args.command](args)
     except CliError as err:
         print(f"chainlake {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -245,6 +289,32 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         run_devnet(args.port, args.blocks, hardfork=args.hardfork, follow=True, host=args.host)
     except DevnetError as err:  # port in use, anvil missing or not starting: one line
         raise CliError(str(err)) from None
+    return 0
+
+
+def cmd_spark_server(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ingestion.spark_server import SparkConnectServer, SparkServerError
+
+    server = SparkConnectServer(port=args.port,
+                                master=args.spark_master or settings.spark_master_from_env())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server.start()
+    except SparkServerError as err:
+        raise CliError(str(err)) from None
+    print(f"chainlake spark-server: listening at {server.url} (set {settings.ENV_SPARK_REMOTE}="
+          f"{server.url}); Ctrl-C stops it", flush=True)
+    try:
+        while not stop.wait(1.0):
+            if server.process is None or server.process.poll() is not None:
+                print("chainlake spark-server: the server exited", file=sys.stderr)
+                return EXIT_FAILED
+    finally:
+        server.stop()
     return 0
 
 
@@ -269,7 +339,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from ingestion.continuity import NothingToValidate
-    from ingestion.ingest import bind_lake_to_chain, explain_failure
+    from ingestion.ingest import check_chain_identity, explain_failure
     from ingestion.repair import repair_lake
     from ingestion.spark import get_spark
 
@@ -278,7 +348,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     opts = _source_options(rpc_url=rpc_url_of(args),
                            chain_id=args.chain_id, confirmations=args.confirmations)
     view = _preflight(opts)
-    bind_lake_to_chain(lake, opts, view)  # another chain than the lake's: refused before Spark
+    check_chain_identity(lake, opts, view)  # another chain than the lake's: refused before Spark
     print(f"chainlake repair: {lake.root} against chain {view.chain_id}", flush=True)
     try:
         result = repair_lake(get_spark(args.spark_master), opts, lake, start, end,
@@ -293,6 +363,32 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"chainlake repair: failed: {explain_failure(err)}", file=sys.stderr)
         return EXIT_FAILED
     return _print_repair_summary(result)
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from ingestion.maintenance import closed_before_of, maintain_lake
+    from ingestion.sink import BronzeLake
+
+    lake = BronzeLake(lake_uri_of(args))
+    if not lake.exists():
+        raise CliError(f"no bronze tables at {lake.root} (nothing ingested there yet?)")
+    if args.retention_hours < settings.DEFAULT_RETENTION_HOURS and not args.allow_short_retention:
+        raise CliError(f"--retention-hours {args.retention_hours:g} is below Delta's "
+                       f"{settings.DEFAULT_RETENTION_HOURS:g} h: readers of older versions and "
+                       "writes in flight could lose files; add --allow-short-retention to insist")
+    try:
+        size = args.partition_size or settings.partition_size_from_env()
+    except ValueError as err:  # a bad $CHAINLAKE_PARTITION_SIZE
+        raise CliError(str(err)) from None
+    closed_before = (closed_before_of(lake, size) if args.closed_before is None
+                     else args.closed_before)
+    report = maintain_lake(lake, closed_before=closed_before, partition_size=size,
+                           retention_hours=args.retention_hours,
+                           enforce_retention_duration=not args.allow_short_retention,
+                           first_block=settings.start_block_from_env(),
+                           progress=lambda line: print(f"  {line}", flush=True))
+    print(report.render(), flush=True)
+    return 0
 
 
 def _print_rewrite(lake):
@@ -398,7 +494,8 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
         print(f"  batch {p.batch_id}: blocks [{p.start}, {p.end}) "
               f"{p.rows['transactions']:,} txs {p.rows['logs']:,} logs — "
               f"{p.end - opts.start_block:,}/{target - opts.start_block:,} blocks, "
-              f"{rate:,.0f} blocks/s", flush=True)
+              f"{rate:,.0f} blocks/s; {p.json_bytes / 1e6:,.1f} MB of JSON; task seconds: "
+              f"{p.describe_stages()}", flush=True)
 
     from ingestion.spark import get_spark
 

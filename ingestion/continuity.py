@@ -622,7 +622,8 @@ def _gap_ranges(numbers: pd.DataFrame, after: np.ndarray) -> list[tuple[int, int
 
 def validate_range(lake: BronzeLake, start: int | None = None, end: int | None = None, *,
                    chain_id: int | None = None, max_examples: int = 20,
-                   window: int | None = None, collect_all: bool = False) -> ContinuityReport:
+                   window: int | None = None, collect_all: bool = False,
+                   deleted_tables: tuple[str, ...] = ()) -> ContinuityReport:
     """Run the continuity suites over blocks ``[start, end)`` and the boundary before ``start``.
 
     ``None`` bounds default to the stored range; ``window`` (blocks validated at once) defaults
@@ -632,7 +633,8 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
     Each outcome names its first ``max_examples`` offending blocks (and, for contiguity, its
     first ``max_examples`` gaps whole). ``collect_all=True`` also keeps *every* offending block
     (``ExpectationOutcome.all_offending``, ``ContinuityReport.all_offending_ranges``), from the
-    same GX results: what ``chainlake repair`` re-ingests.
+    same GX results: what ``chainlake repair`` re-ingests. ``deleted_tables`` count as missing
+    even if they exist (repair recreates a deleted table, empty, before it validates).
     """
     began = time.monotonic()
     if max_examples < 1:
@@ -684,7 +686,8 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
             previous = int(blocks["block_number"].max())
         windows += 1
     notes = [f"the lake's highest stored block is {last}"] if end > last + 1 else []
-    missing = [name for name in TABLE_ORDER if lake.table(name) is None]
+    missing = [name for name in TABLE_ORDER
+               if name in deleted_tables or lake.table(name) is None]
     absent = [_missing_table(lake, name, start, end, max_examples, collect_all) for name in missing]
     return ContinuityReport(start=start, end=end,
                             outcomes=absent + [t.outcome() for t in tallies],

@@ -14,14 +14,15 @@ where the last one stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from ingestion import settings
-from ingestion.checkpoint import resume_point, scope_lock
+from ingestion.checkpoint import query_id, resume_point, scope_lock
 from ingestion.identity import (
     ChainIdentity,
     ChainIdentityError,
@@ -46,6 +47,9 @@ log = logging.getLogger("chainlake.ingest")
 
 # A range that does not link to its neighbours is read again this many times before the run fails.
 LINK_REREADS = 2
+# How often a run looks at the lake for the micro-batches its query committed.
+PROGRESS_POLL_S = 0.5
+BATCH_KEY = "chainlake.batch"  # blocks commit info: the micro-batch it completed (JSON)
 
 
 @dataclass(frozen=True)
@@ -60,15 +64,6 @@ class BatchProgress:
     # (they run in parallel), commit is the driver's link checks and Delta commits.
     stages: dict[str, float] = field(default_factory=dict)
     json_bytes: int = 0  # size of the node's replies for the batch
-
-    @classmethod
-    def of(cls, batch_id: int, staged: StagedRange, written: dict[str, WriteResult],
-           seconds: float, commit_seconds: float) -> BatchProgress:
-        return cls(batch_id=batch_id, start=staged.start, end=staged.end,
-                   rows={name: w.rows for name, w in written.items()},
-                   versions={name: w.version for name, w in written.items()},
-                   seconds=seconds, stages={**staged.seconds, "commit": commit_seconds},
-                   json_bytes=staged.json_bytes)
 
     def describe_stages(self) -> str:
         """``fetch 1.2s, transform 0.4s, write 0.3s, commit 0.1s`` (task seconds summed)."""
@@ -138,7 +133,15 @@ def pin_to_chain(opts: SourceOptions, view: ChainView) -> SourceOptions:
 
 
 def bind_lake_to_chain(lake: BronzeLake, opts: SourceOptions, view: ChainView) -> ChainIdentity:
-    """Refuse a node of another chain than the lake's, then create any missing table.
+    """Refuse a node of another chain than the lake's (``check_chain_identity``), then create
+    any missing table with the chain's identity."""
+    identity = check_chain_identity(lake, opts, view)
+    lake.prepare(identity)
+    return identity
+
+
+def check_chain_identity(lake: BronzeLake, opts: SourceOptions, view: ChainView) -> ChainIdentity:
+    """The lake's chain identity, refusing (``ChainIdentityError``) a node of another chain.
 
     A lake without a recorded identity (new, or made by an earlier version) takes the node's,
     after checking the lowest block it already stores against the node.
@@ -158,7 +161,6 @@ def bind_lake_to_chain(lake: BronzeLake, opts: SourceOptions, view: ChainView) -
         else:
             identity = node_identity(client, view.chain_id, 0, fallback_block=opts.start_block)
             _check_stored_rows_on_chain(lake, client, identity)
-    lake.prepare(identity)
     return identity
 
 
@@ -221,26 +223,21 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         return result
     opts = replace(opts, end_block=target)
 
+    # Runs where Spark runs foreachBatch (this process, or a Spark Connect server's Python
+    # worker): it reports progress through the lake, in its ``blocks`` commit.
     def write_batch(df, batch_id: int) -> None:
         # The query id survives restarts on the same checkpoint; a replayed batch that the lake
         # already recorded (crash after the last commit, before Spark's) is skipped.
-        app_id = "chainlake-" + (spark.sparkContext.getLocalProperty("sql.streaming.queryId") or "")
+        app_id = "chainlake-" + query_id(checkpoint)
         committed = lake.committed_batch(app_id)
         if committed is not None and committed >= batch_id:
             log.info("batch %d already committed to the lake; skipping the replay", batch_id)
             return
         staged = StagedRange.of(df.toArrow())  # one small row per file the tasks wrote
-        if staged is None:
-            return
-        committing = time.monotonic()
-        staged, written = commit_linked(spark, opts, lake, staged,
-                                        app_transaction=(app_id, batch_id))
-        now = time.monotonic()
-        progress = BatchProgress.of(batch_id, staged, written, now - started, now - committing)
-        result.batches.append(progress)
-        if on_batch is not None:
-            on_batch(progress)
+        if staged is not None:
+            commit_linked(df.sparkSession, opts, lake, staged, app_transaction=(app_id, batch_id))
 
+    blocks_version = lake.table("blocks").version()
     query = (
         spark.readStream.format("evm")
         .options(**opts.as_spark_options())
@@ -251,13 +248,42 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         .trigger(availableNow=True)
         .start()
     )
+    app_id = "chainlake-" + query_id(checkpoint)
+
+    def report_new_batches() -> None:
+        nonlocal blocks_version
+        found, blocks_version = batches_committed(lake, app_id, blocks_version)
+        for progress in found:
+            progress = replace(progress, seconds=time.monotonic() - started)
+            result.batches.append(progress)
+            if on_batch is not None:
+                on_batch(progress)
+
     try:
-        query.awaitTermination()
+        while not query.awaitTermination(PROGRESS_POLL_S):
+            report_new_batches()
     finally:
         if query.isActive:
             query.stop()
+    report_new_batches()
     result.seconds = time.monotonic() - started
     return result
+
+
+def batches_committed(lake: BronzeLake, app_id: str, after_version: int
+                      ) -> tuple[list[BatchProgress], int]:
+    """The micro-batches of query ``app_id`` committed to ``blocks`` after ``after_version``,
+    oldest first (read from the commits' info), and the version read up to."""
+    dt = lake.table("blocks")
+    version = dt.version()
+    found = []
+    if version > after_version:
+        for commit in reversed(dt.history(version - after_version)):
+            data = json.loads(commit.get(BATCH_KEY) or "{}")
+            if data and data.pop("app_id") == app_id:
+                data["versions"]["blocks"] = commit["version"]
+                found.append(BatchProgress(**data))
+    return found, version
 
 
 def stage_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end: int
@@ -284,12 +310,23 @@ def commit_linked(spark, opts: SourceOptions, lake: BronzeLake, staged: StagedRa
     start, end = staged.start, staged.end
     for attempt in range(LINK_REREADS + 1):
         segments = [Segment(*task) for task in staged.tasks]
+        began = time.monotonic()
         broken = check_segment_links(segments, start, end, lake, opts.client)
         if broken is None:
-            return staged, {
-                name: lake.commit_files(name, staged.files[name], start, end,
-                                        app_transaction if name == "blocks" else None)
-                for name in WRITE_ORDER}
+            written = {name: lake.commit_files(name, staged.files[name], start, end)
+                       for name in WRITE_ORDER if name != "blocks"}
+            # The blocks commit comes last and says what the batch was (progress for the run
+            # that started it, wherever this runs).
+            batch_id = app_transaction[1] if app_transaction is not None else -1
+            progress = BatchProgress(
+                batch_id=batch_id, start=start, end=end, rows=staged.rows,
+                versions={name: w.version for name, w in written.items()}, seconds=0.0,
+                stages={**staged.seconds, "commit": 0.0}, json_bytes=staged.json_bytes)
+            info = {"app_id": app_transaction[0] if app_transaction else "", **asdict(progress)}
+            info["stages"]["commit"] = round(time.monotonic() - began, 3)
+            written["blocks"] = lake.commit_files("blocks", staged.files["blocks"], start, end,
+                                                  app_transaction, info={BATCH_KEY: json.dumps(info)})
+            return staged, written
         delete_table_files(lake.root, staged.all_files())
         log.warning("blocks [%d, %d) do not link up (%s): %s", start, end,
                     "reading them again" if attempt < LINK_REREADS else "giving up",
@@ -318,7 +355,10 @@ def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end
         committing = time.monotonic()
         staged, written = commit_linked(spark, opts, lake, staged)
         now = time.monotonic()
-        progress = BatchProgress.of(len(done), staged, written, now - started, now - committing)
+        progress = BatchProgress(
+            batch_id=len(done), start=a, end=b, rows=staged.rows,
+            versions={name: w.version for name, w in written.items()}, seconds=now - started,
+            stages={**staged.seconds, "commit": now - committing}, json_bytes=staged.json_bytes)
         done.append(progress)
         if on_batch is not None:
             on_batch(progress)

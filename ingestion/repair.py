@@ -40,6 +40,7 @@ from ingestion.ingest import (
     repair_reorg,
 )
 from ingestion.reorg import Divergence
+from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
 from ingestion.source import SourceOptions
 
@@ -146,17 +147,18 @@ def repair_lake(spark, opts: SourceOptions, lake: BronzeLake, start: int | None 
     """
     began = time.monotonic()
     view = preflight(opts)
-    bind_lake_to_chain(lake, opts, view)
+    deleted = tuple(name for name in TABLES if lake.table(name) is None)
+    bind_lake_to_chain(lake, opts, view)  # refuses another chain; recreates deleted tables
     reorg = repair_reorg(spark, opts, lake, view, rewrite_history=rewrite_history,
                          on_divergence=on_divergence)
     options = pin_to_chain(opts, view)
 
-    def validate() -> ContinuityReport:
-        return validate_range(lake, start, end, chain_id=view.chain_id,
-                              max_examples=max_examples, collect_all=True)
+    def validate(deleted_tables: tuple[str, ...] = ()) -> ContinuityReport:
+        return validate_range(lake, start, end, chain_id=view.chain_id, max_examples=max_examples,
+                              collect_all=True, deleted_tables=deleted_tables)
 
     if lake.stored_bounds() is not None:
-        before = validate()
+        before = validate(deleted)
         offending = [] if before.success else before.all_offending_ranges
     else:  # no blocks stored (the table was deleted): every block of the range is missing
         before = None

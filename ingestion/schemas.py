@@ -233,7 +233,9 @@ FILES_SCHEMA = pa.schema(
     ]
 )
 
-DATASETS: tuple[str, ...] = (*TABLES, BUNDLE_NAME, FILES_NAME)
+# Datasets made of rows (the transforms build them); the source also offers FILES_NAME.
+DATASETS: tuple[str, ...] = (*TABLES, BUNDLE_NAME)
+SOURCE_DATASETS: tuple[str, ...] = (*DATASETS, FILES_NAME)
 
 
 def arrow_schema_of(dataset: str) -> pa.Schema:
@@ -245,7 +247,8 @@ def arrow_schema_of(dataset: str) -> pa.Schema:
     try:
         return TABLES[dataset].arrow_schema
     except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of "
+                         f"{', '.join(SOURCE_DATASETS)}") from None
 
 
 def spark_schema(schema: pa.Schema) -> StructType:

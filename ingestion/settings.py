@@ -9,6 +9,10 @@ from ingestion.devnet import DEFAULT_HOST, DEFAULT_PORT, DEVNET_CHAIN_ID
 ENV_RPC_URL = "CHAINLAKE_RPC_URL"
 ENV_LAKE_URI = "CHAINLAKE_LAKE_URI"
 ENV_SPARK_MASTER = "CHAINLAKE_SPARK_MASTER"
+# A running Spark Connect server (``chainlake spark-server``), e.g. sc://127.0.0.1:15002: runs
+# then connect to a warm Spark instead of starting one (used by ``make dev`` for the sensor).
+ENV_SPARK_REMOTE = "CHAINLAKE_SPARK_REMOTE"
+DEFAULT_SPARK_SERVER_PORT = 15002
 
 DEFAULT_SPARK_MASTER = "local[2,3]"  # 2 cores; up to 3 attempts per task (local[N] never retries)
 
@@ -68,6 +72,10 @@ def spark_master_from_env() -> str:
     return os.environ.get(ENV_SPARK_MASTER) or DEFAULT_SPARK_MASTER
 
 
+def spark_remote_from_env() -> str | None:
+    return os.environ.get(ENV_SPARK_REMOTE) or None
+
+
 # Dagster partitions: fixed block ranges. Mainnet-sized by default; small on the devnet so the
 # demo and tests show several partitions.
 ENV_PARTITION_SIZE = "CHAINLAKE_PARTITION_SIZE"
@@ -105,3 +113,65 @@ DEFAULT_CHECKPOINT_IDLE_HOURS = 1.0
 # Dagster run history: finished catch-up runs older than this many days are purged (the run
 # holding the latest materialization of a partition is always kept).
 DEFAULT_RUN_RETENTION_DAYS = 7
+
+
+# Following the head in Dagster (sensors/catchup.py, assets/bronze.py).
+# How often chain_head_sensor looks at the head and the lake. Each tick asks the node for its head
+# and reads the `blocks` table's Delta statistics; a partition with a run queued or running gets
+# no second one, so a short interval only shortens the wait between catch-up runs. 5 s suits the
+# devnet's 2 s blocks and mainnet's 12 s alike.
+ENV_SENSOR_INTERVAL_S = "CHAINLAKE_SENSOR_INTERVAL_S"
+DEFAULT_SENSOR_INTERVAL_S = 5
+# The partitions ending at the one holding the safe head are "tip" work (their runs use the tip
+# lane); missing blocks in older partitions are "history" (healed one run at a time).
+CATCH_UP_HEAD_PARTITIONS = 3
+# JSON-RPC calls per second per Spark task, per kind of run (unset: the `rpc` resource's value).
+# The run tag `chainlake/requests_per_second` overrides both for one run.
+ENV_TIP_REQUESTS_PER_SECOND = "CHAINLAKE_TIP_REQUESTS_PER_SECOND"
+ENV_HISTORY_REQUESTS_PER_SECOND = "CHAINLAKE_HISTORY_REQUESTS_PER_SECOND"
+# Retries of a bronze run's ingestion step after a transient failure (node unreachable, a chain
+# that did not link up, a Spark worker lost): in the same run, about DELAY, 3*DELAY and 7*DELAY s
+# after the failure (Dagster's exponential backoff, +/- DELAY jitter). Refusals (another chain, a
+# deep reorg, an unusable lake, bad options or partition keys) never retry.
+INGEST_RETRIES = 3
+INGEST_RETRY_DELAY_S = 10
+# Code references of the assets link to this repository when set (e.g.
+# https://github.com/org/chainlake and branch main); else they name local files.
+ENV_GIT_URL = "CHAINLAKE_GIT_URL"
+ENV_GIT_BRANCH = "CHAINLAKE_GIT_BRANCH"
+
+
+def sensor_interval_from_env() -> int:
+    explicit = os.environ.get(ENV_SENSOR_INTERVAL_S)
+    if not explicit:
+        return DEFAULT_SENSOR_INTERVAL_S
+    try:
+        seconds = int(explicit)
+    except ValueError:
+        raise ValueError(f"{ENV_SENSOR_INTERVAL_S} must be a whole number of seconds >= 1, "
+                         f"got {explicit!r}") from None
+    if seconds < 1:
+        raise ValueError(f"{ENV_SENSOR_INTERVAL_S} must be a whole number of seconds >= 1, "
+                         f"got {explicit!r}")
+    return seconds
+
+
+def positive_rate(text: str, what: str) -> float:
+    """A requests-per-second value: a positive finite number, else ValueError naming ``what``."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive finite number, got {text!r}")
+    return value
+
+
+def requests_per_second_for(kind: str | None) -> float | None:
+    """The configured JSON-RPC rate for ``tip`` or ``history`` runs; None when not set."""
+    name = {"tip": ENV_TIP_REQUESTS_PER_SECOND,
+            "history": ENV_HISTORY_REQUESTS_PER_SECOND}.get(kind or "")
+    text = os.environ.get(name) if name else None
+    return positive_rate(text, name) if text else None

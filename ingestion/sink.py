@@ -59,6 +59,10 @@ COMMIT_ATTEMPTS = 20
 # predicate overwrite against concurrent appends, but not a commit of files written elsewhere
 # (``commit_files``): two of those replacing the same fresh range would both commit.
 WRITER_APP_ID = "chainlake.writer"
+# Delta keeps log entries 30 days by default; versions older than the vacuum retention (7 days,
+# ingestion.maintenance) are unreadable anyway once their files are gone, and a table following a
+# 2 s chain commits ~1,000 times a day.
+TABLE_PROPERTIES = {"delta.logRetentionDuration": "interval 7 days"}
 
 
 class LakeError(RefusedError):
@@ -145,8 +149,12 @@ class BronzeLake:
                 self._create(name, identity)
                 dt = self.table(name)
             self.check_schema(name, dt)
-            if ChainIdentity.from_properties(dt.metadata().configuration) is None:
-                dt.alter.set_table_properties(identity.properties(), raise_if_not_exists=False)
+            configuration = dt.metadata().configuration
+            missing = {**({} if ChainIdentity.from_properties(configuration) else
+                          identity.properties()),
+                       **{k: v for k, v in TABLE_PROPERTIES.items() if k not in configuration}}
+            if missing:
+                dt.alter.set_table_properties(missing, raise_if_not_exists=False)
 
     def check_schema(self, name: str, dt: DeltaTable) -> None:
         """``LakeError`` naming the columns of ``dt`` that are missing or of another type."""
@@ -164,7 +172,7 @@ class BronzeLake:
     def _create(self, name: str, identity: ChainIdentity | None) -> None:
         """Create the empty table once, whatever other writers do at the same moment."""
         uri = self.table_uri(name)
-        configuration = identity.properties() if identity is not None else None
+        configuration = {**TABLE_PROPERTIES, **(identity.properties() if identity else {})}
         create = dict(schema=TABLES[name].arrow_schema, name=name, description=TABLES[name].doc,
                       configuration=configuration, raise_if_key_not_exists=False)
         if not is_local(uri):
@@ -278,19 +286,20 @@ class BronzeLake:
 
         def commit() -> None:
             write_deltalake(uri, data, mode="overwrite", predicate=predicate,
-                            commit_properties=_commit_properties(app_transaction))
+                            commit_properties=_commit_properties(app_transaction, start, end))
 
         _with_retries(commit, f"{name}: [{start}, {end})")
         return WriteResult(name, len(data), DeltaTable(uri).version())
 
     def commit_files(self, name: str, files: list[TableFile], start: int, end: int,
-                     app_transaction: tuple[str, int] | None = None) -> WriteResult:
+                     app_transaction: tuple[str, int] | None = None,
+                     info: dict[str, str] | None = None) -> WriteResult:
         """Make the table's rows for blocks ``[start, end)`` exactly those of ``files`` (written
         into the table's directory, see ``ingestion.staging``), in one commit.
 
         The commit adds the files and removes every live file inside the range; a file that
         straddles a range edge is rewritten with its rows outside the range. Retried on a fresh
-        snapshot when another writer committed first.
+        snapshot when another writer committed first. ``info`` goes into the commit's info.
         """
         uri = self.table_uri(name)
         if end <= start:
@@ -313,7 +322,7 @@ class BronzeLake:
             if actions or app_transaction is not None:
                 dt.create_write_transaction(
                     actions, mode="append", schema=TABLES[name].arrow_schema,
-                    commit_properties=_commit_properties(app_transaction))
+                    commit_properties=_commit_properties(app_transaction, start, end, info))
 
         _with_retries(commit, f"{name}: [{start}, {end})")
         return WriteResult(name, sum(f.num_records for f in files), DeltaTable(uri).version())
@@ -338,13 +347,12 @@ class BronzeLake:
             if known and (hi < start or lo >= end):
                 continue  # wholly outside the range
             if not (known and start <= lo and hi < end):  # straddles an edge: keep the rest
-                rows = read_table_file(self.table_uri(name), path)
+                rows = read_table_file(self.table_uri(name), name, path)
                 numbers = rows.column("block_number")
                 outside = rows.filter(pc.or_(pc.less(numbers, start), pc.greater_equal(numbers, end)))
                 if outside.num_rows:
                     writer = TableFileWriter(self.table_uri(name), name)
-                    for batch in outside.select(TABLES[name].arrow_schema.names).cast(
-                            TABLES[name].arrow_schema).to_batches():
+                    for batch in outside.to_batches():
                         writer.add(batch)
                     kept = writer.close()
                     if kept is not None:
@@ -392,11 +400,25 @@ def _unreadable_version(uri: str) -> str:
     return ""
 
 
-def _commit_properties(app_transaction: tuple[str, int] | None) -> CommitProperties:
+RANGE_KEY = "chainlake.replacedBlocks"  # commit info: the block range a commit replaced
+
+
+def _commit_properties(app_transaction: tuple[str, int] | None, start: int, end: int,
+                       info: dict[str, str] | None = None) -> CommitProperties:
     transactions = [Transaction(WRITER_APP_ID, time.time_ns())]
     if app_transaction is not None:
         transactions.append(Transaction(*app_transaction))
-    return CommitProperties(app_transactions=transactions)
+    return CommitProperties(app_transactions=transactions,
+                            custom_metadata={RANGE_KEY: f"{start}-{end}", **(info or {})})
+
+
+def replaced_range(commit_info: dict) -> tuple[int, int] | None:
+    """The block range ``[start, end)`` a commit of chainlake replaced (from ``history()``)."""
+    text = commit_info.get(RANGE_KEY)
+    if not text:
+        return None
+    start, end = text.split("-")
+    return int(start), int(end)
 
 
 def _with_retries(commit, what: str) -> None:

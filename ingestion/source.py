@@ -57,7 +57,7 @@ from pyspark.sql.types import StructType
 
 from ingestion import settings
 from ingestion.rpc import RpcClient, RpcSettings
-from ingestion.schemas import BUNDLE_NAME, DATASETS, FILES_NAME, arrow_schema_of, spark_schema
+from ingestion.schemas import BUNDLE_NAME, FILES_NAME, SOURCE_DATASETS, arrow_schema_of, spark_schema
 
 log = logging.getLogger("chainlake.source")
 
@@ -129,9 +129,9 @@ class SourceOptions:
 
             raise SourceOptionError(f"option 'rpc_url' must be an http:// or https:// URL, got "
                                     f"{redact_url(self.rpc_url)!r}")
-        if self.dataset not in DATASETS:
-            raise SourceOptionError(
-                f"option 'dataset' must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dataset not in SOURCE_DATASETS:
+            raise SourceOptionError(f"option 'dataset' must be one of "
+                                    f"{', '.join(SOURCE_DATASETS)}, got {self.dataset!r}")
         if self.dataset == FILES_NAME and not self.lake:
             raise SourceOptionError("the 'files' dataset needs option 'lake' (the lake root)")
         if self.start_block < 0:

@@ -13,41 +13,56 @@ from ingestion import settings
 _lock = threading.Lock()
 
 
-def get_spark(master: str | None = None, app_name: str = "chainlake",
-              extra_conf: dict[str, str] | None = None) -> SparkSession:
-    """Return the process's Spark session, creating it on first use with the `evm` source registered.
+# One configuration for a local session and for the Spark Connect server (``spark_server``).
+SESSION_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.python.worker.reuse": "true",
+    # Halves JVM start-up on small machines (measured, DESIGN.md); Spark's work here is
+    # orchestration, the heavy lifting happens in Python workers and delta-rs.
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "spark.sql.streaming.stopGracefullyOnShutdown": "true",
+}
+LOCAL_CONF: dict[str, str] = {"spark.driver.host": "127.0.0.1",
+                              "spark.driver.bindAddress": "127.0.0.1"}
 
-    ``master`` defaults to ``$CHAINLAKE_SPARK_MASTER`` or local mode. Later calls return the
-    same session whatever they pass (Spark allows one active context per process).
-    """
-    # Workers must run the interpreter that has pyarrow and this package installed, and Spark must
-    # not bind a non-loopback address on these machines.
+
+def python_environment() -> None:
+    """Workers must run the interpreter that has pyarrow and this package installed, and Spark
+    must not bind a non-loopback address on these machines."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def get_spark(master: str | None = None, app_name: str = "chainlake",
+              extra_conf: dict[str, str] | None = None, remote: str | None = None) -> SparkSession:
+    """Return the process's Spark session, creating it on first use with the `evm` source registered.
+
+    ``remote`` (or ``$CHAINLAKE_SPARK_REMOTE``), e.g. ``sc://127.0.0.1:15002``, connects to a
+    running Spark Connect server (``chainlake spark-server``): no JVM starts in this process, a
+    session is ready in about a second. Otherwise ``master`` defaults to
+    ``$CHAINLAKE_SPARK_MASTER`` or local mode. Later calls return the same session whatever they
+    pass (Spark allows one active context per process).
+    """
+    python_environment()
     with _lock:
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
+        remote = remote or settings.spark_remote_from_env()
+        if remote:
+            spark = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+            register_sources(spark)
+            return spark
         master = master or settings.spark_master_from_env()
-        builder = (
-            SparkSession.builder.master(master)
-            .appName(app_name)
-            .config("spark.pyspark.python", sys.executable)
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.shuffle.partitions", "4")
-            .config("spark.python.worker.reuse", "true")
-            # Halves JVM start-up on small machines (measured, DESIGN.md); Spark's work here is
-            # orchestration, the heavy lifting happens in Python workers and delta-rs.
-            .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-            .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
-        )
-        if master.startswith("local"):
-            builder = builder.config("spark.driver.host", "127.0.0.1").config(
-                "spark.driver.bindAddress", "127.0.0.1")
-        for key, value in (extra_conf or {}).items():
+        builder = (SparkSession.builder.master(master).appName(app_name)
+                   .config("spark.pyspark.python", sys.executable))
+        conf = {**SESSION_CONF, **(LOCAL_CONF if master.startswith("local") else {}),
+                **(extra_conf or {})}
+        for key, value in conf.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel(os.environ.get("CHAINLAKE_SPARK_LOG_LEVEL", "ERROR"))

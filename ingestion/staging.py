@@ -129,11 +129,13 @@ def delete_files(fs: pafs.FileSystem, paths: list[str]) -> None:
             fs.delete_file(path)
 
 
-def read_table_file(table_uri: str, path: str) -> pa.Table:
-    """The rows of one data file of a table (``path`` relative to its root)."""
+def read_table_file(table_uri: str, name: str, path: str) -> pa.Table:
+    """The rows of one data file of table ``name`` (``path`` relative to its root), in the
+    declared schema (files other writers made may say ``string_view`` or ``large_string``)."""
     fs, root = _fs_and_path(table_uri)
+    schema = TABLES[name].arrow_schema
     with fs.open_input_file(f"{root}/{path}") as source:
-        return pq.read_table(source)
+        return pq.read_table(source).select(schema.names).cast(schema)
 
 
 def delete_table_files(lake_root: str, files: list[TableFile]) -> None:

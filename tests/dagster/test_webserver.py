@@ -31,6 +31,7 @@ def test_webserver_serves_the_code_location(webserver):
     assert assets["bronze/blocks"]["partitionDefinition"]["name"] == "block_ranges"
     assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [
         ("chain_head_sensor", "RUNNING")]
-    assert [s["name"] for s in repo["schedules"]] == ["catch_up_schedule"]
+    assert [s["name"] for s in repo["schedules"]] == [
+        "catch_up_schedule", "lake_maintenance_schedule", "purge_old_runs_schedule"]
     log = webserver.log.read_text()
     assert "WARNING" not in log and "Traceback" not in log, log[-3000:]

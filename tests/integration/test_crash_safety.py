@@ -30,7 +30,7 @@ import pytest
 from reference import project, reference_rows
 
 from ingestion.schemas import TABLES
-from ingestion.sink import BronzeLake
+from ingestion.sink import BronzeLake, replaced_range
 
 pytestmark = [pytest.mark.slow, pytest.mark.devnet]
 
@@ -49,18 +49,18 @@ import os, signal, sys
 from ingestion import sink
 from ingestion.cli import main
 
-real_replace = sink.BronzeLake.replace_range
+real_commit = sink.BronzeLake.commit_files
 blocks_writes = 0
 
-def replace_range(self, name, *args, **kwargs):
+def commit_files(self, name, *args, **kwargs):
     global blocks_writes
     if name == "blocks":
         blocks_writes += 1
         if blocks_writes == 2:
             os.killpg(os.getpgrp(), signal.SIGKILL)
-    return real_replace(self, name, *args, **kwargs)
+    return real_commit(self, name, *args, **kwargs)
 
-sink.BronzeLake.replace_range = replace_range
+sink.BronzeLake.commit_files = commit_files
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -185,13 +185,11 @@ class IngestRun:
 
 
 def last_replaced(lake: BronzeLake, name: str) -> tuple[int, int] | None:
-    """The block range of the table's latest commit (its overwrite predicate)."""
+    """The block range of the table's latest commit (recorded in its commit info)."""
     table = lake.table(name)
     if table is None:
         return None
-    predicate = table.history(1)[0]["operationParameters"]["predicate"]
-    start, end = re.fullmatch(r"block_number >= (\d+) AND block_number < (\d+)", predicate).groups()
-    return int(start), int(end)
+    return replaced_range(table.history(1)[0])
 
 
 def children_ahead_of_blocks(lake: BronzeLake) -> bool:
