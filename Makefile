@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml package.json
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund --loglevel=error
+	$(BIN)/python -m ingestion.jvm_cache  # Spark's classes archived once: faster JVM starts
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestion import settings
-from ingestion.spark import SESSION_CONF, python_environment
+from ingestion.spark import SESSION_CONF, java_options, python_environment
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -55,7 +55,10 @@ class SparkConnectServer:
         return f"sc://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        conf = {**SESSION_CONF, "spark.driver.host": "127.0.0.1",
+        conf = {**SESSION_CONF,
+                "spark.driver.extraJavaOptions": java_options(
+                    SESSION_CONF["spark.driver.extraJavaOptions"]),
+                "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1", "spark.pyspark.python": sys.executable,
                 "spark.connect.grpc.binding.address": "127.0.0.1",
                 "spark.connect.grpc.binding.port": str(self.port)}
