@@ -162,18 +162,18 @@ class PartitionRun:
         """Reaches past the safe head the run stopped at: more blocks will come."""
         return self.result is not None and self.result.target_end < self.span.end
 
-    def state(self, tip: int | None) -> str:
+    def state(self) -> str:
         a, b = self.span.start, self.span.end - 1
         if self.result is None:
             return (f"nothing to ingest: blocks {a}..{b} lie before "
                     f"{settings.ENV_START_BLOCK}={settings.start_block_from_env()}")
-        safe = self.result.target_end
+        first, safe = max(a, settings.start_block_from_env()), self.result.target_end
         if self.open:
-            held = f"holds blocks {a}..{min(tip, b)}" if tip is not None and tip >= a else \
-                "holds no block yet"
-            return (f"open (tip partition): {held} of {a}..{b}, up to the safe head {safe - 1}; "
-                    f"{self.span.end - safe:,} blocks are not safe yet, later runs add them")
-        return f"complete: blocks {a}..{b} (all below the safe head {safe - 1})"
+            done = f"blocks {first}..{safe - 1}" if safe > first else "no block yet"
+            return (f"open (tip partition): holds {done} of {a}..{b}, up to the safe head "
+                    f"{safe - 1}; {self.span.end - safe:,} blocks are not safe yet, later runs "
+                    f"add them")
+        return f"complete: blocks {a}..{b} (the safe head was {safe - 1})"
 
     def stage_seconds(self) -> dict[str, float]:
         total = {"fetch": 0.0, "transform": 0.0, "write": 0.0, "commit": 0.0}
@@ -252,14 +252,17 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
         runs.append(PartitionRun(span, result, time.monotonic() - began))
     head, measured = _head_after_write(rpc, runs)
     tip = bronze.stored_tip()
+    # The run tag says which partition stays open after this run ("none": the sensor thought it
+    # would be open, but the safe head reached its end by the time the run started).
     open_keys = [r.span.key for r in runs if r.open]
-    if open_keys and tags.get(OPEN_PARTITION_TAG) != open_keys[-1]:
-        context.instance.add_run_tags(context.run.run_id, {OPEN_PARTITION_TAG: open_keys[-1]})
+    marked = open_keys[-1] if open_keys else ("none" if OPEN_PARTITION_TAG in tags else None)
+    if marked is not None and tags.get(OPEN_PARTITION_TAG) != marked:
+        context.instance.add_run_tags(context.run.run_id, {OPEN_PARTITION_TAG: marked})
     out = []
     for name in TABLES:
         files = file_spans(bronze.file_stats(name))  # the Delta log once per table
         for run in runs:
-            context.add_asset_metadata(_partition_metadata(bronze, name, run, tip, files),
+            context.add_asset_metadata(_partition_metadata(bronze, name, run, files),
                                        asset_key=bronze_key(name), partition_key=run.span.key)
         out.append(dg.MaterializeResult(
             asset_key=bronze_key(name),
@@ -277,7 +280,7 @@ def _head_after_write(rpc: RpcResource, runs: list[PartitionRun]) -> tuple[int |
         return (max(heads) if heads else None), False
 
 
-def _partition_metadata(lake: BronzeLake, name: str, run: PartitionRun, tip: int | None,
+def _partition_metadata(lake: BronzeLake, name: str, run: PartitionRun,
                         files: list[FileSpan]) -> dict:
     """This partition's own figures (numbers are plotted per partition in the UI)."""
     result = run.result
@@ -285,7 +288,7 @@ def _partition_metadata(lake: BronzeLake, name: str, run: PartitionRun, tip: int
     stages = run.stage_seconds()
     metadata = {
         "block_range": dg.MetadataValue.text(f"blocks {run.span.start}..{run.span.end - 1}"),
-        "partition_state": dg.MetadataValue.text(run.state(tip)),
+        "partition_state": dg.MetadataValue.text(run.state()),
         "open_partition": dg.MetadataValue.bool(run.open),
         "blocks_ingested": blocks,
         "rows_written": result.rows(name) if result else 0,

@@ -22,8 +22,9 @@ DEFAULT_LAKE_URI = "./lake"
 # Admission control: at most this many blocks per streaming micro-batch. Each micro-batch is
 # collected on the driver and committed as one range-replace per table, so this bounds memory.
 DEFAULT_MAX_BLOCKS_PER_TRIGGER = 2_000
-# Blocks per Spark task (one input partition = one contiguous block range).
-DEFAULT_BLOCKS_PER_PARTITION = 250
+# Blocks per Spark task (one input partition = one contiguous block range). Tasks stream their
+# rows to Parquet files, so memory does not grow with it: half a micro-batch, one task per core.
+DEFAULT_BLOCKS_PER_PARTITION = 1_000
 # Blocks per JSON-RPC round trip inside a task (blocks + their receipts, batched).
 DEFAULT_RPC_BLOCKS_PER_REQUEST = 25
 

@@ -107,7 +107,7 @@ def test_partition_checks_pass_then_name_a_deleted_block(spark, devnet, tmp_path
         assert not blocks.passed and blocks.blocking
         assert blocks.severity == dg.AssetCheckSeverity.ERROR
         assert blocks.metadata["offending_blocks"].value == "7"
-        assert blocks.metadata["first_offending_block"].value == 7
+        assert blocks.metadata["first_offending_block"].value == "7"
         assert "block numbers contiguous" in blocks.metadata["failed_expectations"].value
         assert "**FAILED**" in blocks.metadata["expectations"].value
         assert bad["logs"].metadata["block_range"].value == f"[0, {SIZE})"
