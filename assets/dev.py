@@ -1,6 +1,8 @@
-"""``make dev``: the devnet (following the head) and ``dagster dev`` together, for the UI.
+"""``make dev``: the devnet (following the head), a warm Spark and ``dagster dev``, for the UI.
 
-Both run in their own process groups and are stopped together on Ctrl-C or SIGTERM.
+The Spark Connect server (``chainlake spark-server``) keeps Spark running, so every run the
+head sensor launches connects in about a second instead of starting a JVM. All three run in
+their own process groups and are stopped together on Ctrl-C or SIGTERM.
 
 Where things go: ``DAGSTER_HOME`` (default ``.dagster_home`` in the repository) and
 ``CHAINLAKE_LAKE_URI`` (default ``lake`` in the repository), or ``--dagster-home`` / ``--lake``.
@@ -43,6 +45,7 @@ class DevStack:
     lake: str
     copy_config: bool  # install config/dagster.yaml into dagster_home
     env: dict[str, str] = field(repr=False)
+    spark_port: int | None = settings.DEFAULT_SPARK_SERVER_PORT  # None: runs start their own Spark
 
     @property
     def rpc_url(self) -> str:
@@ -52,6 +55,9 @@ class DevStack:
         return [sys.executable, "-m", "assets.dev", "--serve-devnet",
                 "--devnet-port", str(self.devnet_port), "--blocks", str(self.blocks),
                 "--block-time", f"{self.block_time:g}"]
+
+    def spark_command(self) -> list[str]:
+        return [str(BIN / "chainlake"), "spark-server", "--port", str(self.spark_port)]
 
     def dagster_command(self) -> list[str]:
         return [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
@@ -106,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lake", default=None,
                         help=f"lake root (default ${settings.ENV_LAKE_URI}, else lake/ in the "
                              "repository)")
+    parser.add_argument("--spark-port", type=_port, default=settings.DEFAULT_SPARK_SERVER_PORT,
+                        help="the warm Spark Connect server's port (default "
+                             f"{settings.DEFAULT_SPARK_SERVER_PORT})")
+    parser.add_argument("--no-spark-server", action="store_true",
+                        help="no warm Spark: every run starts its own")
     parser.add_argument("--serve-devnet", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -123,9 +134,12 @@ def plan(argv: list[str] | None, environ: dict[str, str]) -> DevStack:
            settings.ENV_PARTITION_SIZE: environ.get(settings.ENV_PARTITION_SIZE) or "1000",
            "DAGSTER_HOME": str(home)}
     copy_config = home == DAGSTER_HOME.resolve() or not (home / "dagster.yaml").exists()
+    spark_port = None if args.no_spark_server else args.spark_port
+    if spark_port is not None:
+        env[settings.ENV_SPARK_REMOTE] = f"sc://127.0.0.1:{spark_port}"
     return DevStack(devnet_port=args.devnet_port, ui_port=args.ui_port,
                     block_time=args.block_time, blocks=args.blocks, dagster_home=home,
-                    lake=lake, copy_config=copy_config, env=env)
+                    lake=lake, copy_config=copy_config, env=env, spark_port=spark_port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     from ingestion.devnet import DevnetError, check_port_free
 
     # Before anything starts: a second stack on the same ports fails here, with one line.
-    for what, option, port in (("devnet", "--devnet-port", stack.devnet_port),
-                               ("Dagster UI", "--ui-port", stack.ui_port)):
+    ports = [("devnet", "--devnet-port", stack.devnet_port),
+             ("Dagster UI", "--ui-port", stack.ui_port)]
+    if stack.spark_port is not None:
+        ports.append(("Spark Connect server", "--spark-port", stack.spark_port))
+    for what, option, port in ports:
         try:
             check_port_free(port)
         except DevnetError:
@@ -165,11 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind through finally: stop()
     try:
         children.append(_spawn(stack.devnet_command(), stack.env))
+        if stack.spark_port is not None:  # starts while the devnet mines its first blocks
+            children.append(_spawn(stack.spark_command(), stack.env))
         _wait_for_blocks(stack.rpc_url, stack.blocks - 1, children[0])
+        if stack.spark_port is not None:
+            _wait_for_port(stack.spark_port, children[-1], "the Spark Connect server")
         children.append(_spawn(stack.dagster_command(), {**stack.env, **QUIET_DAGSTER_CLI}))
+        spark = (f"warm Spark at sc://127.0.0.1:{stack.spark_port}" if stack.spark_port
+                 else "Spark started per run")
         print(f"dev: Dagster UI on http://127.0.0.1:{stack.ui_port}, devnet at {stack.rpc_url} "
-              f"(a block every {stack.block_time:g} s), DAGSTER_HOME {stack.dagster_home}, lake "
-              f"{stack.lake}; Ctrl-C stops both", flush=True)
+              f"(a block every {stack.block_time:g} s), {spark}, DAGSTER_HOME "
+              f"{stack.dagster_home}, lake {stack.lake}; Ctrl-C stops them all", flush=True)
         while all(child.poll() is None for child in children):
             time.sleep(1)
         return 1
@@ -194,6 +217,20 @@ def _serve_devnet(port: int, blocks: int, block_time: float) -> int:
         print(f"devnet: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _wait_for_port(port: int, child: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {child.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f}s")
 
 
 def _spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -493,6 +493,11 @@ def test_dev_honours_dagster_home_and_the_lake_and_takes_ports_and_block_time(tm
     assert stack.devnet_command()[-6:] == ["--devnet-port", "8611", "--blocks", "2500",
                                            "--block-time", "0.5"]
     assert stack.dagster_command()[-2:] == ["-p", "3011"]
+    # A warm Spark for the runs, unless asked not to.
+    assert stack.spark_command()[-3:] == ["spark-server", "--port", "15002"]
+    assert stack.env["CHAINLAKE_SPARK_REMOTE"] == "sc://127.0.0.1:15002"
+    cold = plan(["--no-spark-server"], env)
+    assert cold.spark_port is None and "CHAINLAKE_SPARK_REMOTE" not in cold.env
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     assert not plan([], env).copy_config  # a home with its own dagster.yaml keeps it
