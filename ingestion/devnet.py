@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from ingestion.processes import stop_group
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVNET_CHAIN_ID = 31337
 DEFAULT_PORT = 8545
@@ -127,16 +129,7 @@ class Devnet:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_group(proc, timeout=10)
 
     def __enter__(self) -> Devnet:
         return self.start()

@@ -11,7 +11,6 @@ own jars (no download), bound to loopback, with the same configuration as a loca
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestion import settings
+from ingestion.processes import stop_group
 from ingestion.spark import SESSION_CONF, java_options, python_environment
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -95,16 +95,7 @@ class SparkConnectServer:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_group(proc, timeout=20)
 
     def __enter__(self) -> SparkConnectServer:
         return self.start()
