@@ -150,17 +150,26 @@ def test_ingest_writes_bronze_tables_equal_to_the_node(spark, devnet, reference,
         assert_equals_reference(lake.read(name), name, reference)
 
 
-def test_ingest_resumes_after_a_crash_and_follows_the_chain(spark, devnet, reference, tmp_path):
+def test_ingest_resumes_after_a_crash_and_follows_the_chain(spark, devnet, reference, tmp_path,
+                                                            monkeypatch):
+    from ingestion import ingest
+
     lake = BronzeLake(str(tmp_path / "lake"))
     opts = SourceOptions(rpc_url=devnet.url, start_block=0, end_block=devnet.head + 1,
                          max_blocks_per_trigger=9, blocks_per_partition=5)
+    real_commit = ingest.commit_linked
 
-    def crash_after_second(progress):
-        if progress.batch_id == 1:
+    def crash_after_second(*args, app_transaction=None, **kwargs):
+        # Inside foreachBatch (this process's driver): batch 1 is in the lake, then it dies.
+        committed = real_commit(*args, app_transaction=app_transaction, **kwargs)
+        if app_transaction is not None and app_transaction[1] == 1:
             raise RuntimeError("simulated crash after a committed write")
+        return committed
 
+    monkeypatch.setattr(ingest, "commit_linked", crash_after_second)
     with pytest.raises(Exception, match="simulated crash"):
-        run_ingest(spark, opts, lake, on_batch=crash_after_second)
+        run_ingest(spark, opts, lake)
+    monkeypatch.undo()
     resumed = run_ingest(spark, opts, lake)
     # Batch 1 was committed to the lake (with its app transaction) but not to Spark's commit
     # log: Spark replays it, the sink recognises it and skips it, and the run goes on.
