@@ -14,6 +14,7 @@ collect garbage now and fail the test that leaked, instead of a random later one
 
 import gc
 
+import dagster as dg
 import pytest
 from dagster._core.storage.defs_state import base as defs_state
 
@@ -27,3 +28,10 @@ def no_dagster_instance_left_entered():
         defs_state._current_storage.set(None)  # keep the next tests clean
         pytest.fail("this test left a DagsterInstance entered (a build_*_context not used as "
                     f"`with ... as context`?): current defs state storage {leaked!r}")
+
+
+@pytest.fixture()
+def instance():
+    """A fresh, ephemeral Dagster instance, exited at the end of the test."""
+    with dg.instance_for_test() as inst:
+        yield inst

@@ -28,11 +28,6 @@ def small_partitions(monkeypatch):
     monkeypatch.delenv("CHAINLAKE_START_BLOCK", raising=False)
 
 
-@pytest.fixture()
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
 
 def resources(devnet, lake_root: str) -> dict:
     return {"rpc": RpcResource(url=devnet.url, max_blocks_per_trigger=7),

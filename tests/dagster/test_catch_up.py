@@ -72,11 +72,6 @@ def small_partitions(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture()
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
 
 class HeadAt(RpcResource):
     """The `rpc` resource with a node that is at block ``head`` (no network)."""

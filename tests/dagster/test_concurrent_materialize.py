@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from integration.reference import project, reference_rows
+from process_tree import descendants, survivors
 
 from assets.demo import QUIET_DAGSTER_CLI, prepare_dagster_home
 from assets.partitions import BLOCK_RANGES
@@ -43,16 +44,6 @@ RUN_TIMEOUT_S = 600
 CHECKPOINT_RACE = re.compile(r"Multiple streaming (queries are concurrently using|jobs detected for)")
 
 
-def _stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, parent pid, process group, start time) of a live process, None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
-
-
 class Command:
     """A subprocess in a session of its own; every process below it is noted while it runs
     (PySpark's worker daemon makes a process group of its own), so that ``stop`` ends them all."""
@@ -66,18 +57,10 @@ class Command:
         self.known: dict[int, tuple[int, int]] = {}  # pid -> (process group, start time)
 
     def note_processes(self) -> None:
-        stats = {int(p.name): s for p in Path("/proc").iterdir()
-                 if p.name.isdigit() and (s := _stat(int(p.name))) is not None}
-        frontier = [self.proc.pid]
-        while frontier:
-            pid = frontier.pop()
-            if pid in stats and pid not in self.known:
-                self.known[pid] = (stats[pid][2], stats[pid][3])
-                frontier.extend(child for child, s in stats.items() if s[1] == pid)
+        self.known.update(descendants(self.proc.pid))
 
     def survivors(self) -> list[int]:
-        return [pid for pid, (_, started) in self.known.items()
-                if (s := _stat(pid)) is not None and s[3] == started and s[0] != "Z"]
+        return survivors(self.known)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

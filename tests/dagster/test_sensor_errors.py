@@ -21,11 +21,6 @@ def small_partitions(monkeypatch):
     monkeypatch.delenv("CHAINLAKE_START_BLOCK", raising=False)
 
 
-@pytest.fixture()
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
 
 BAD_RPC = [
     (dict(url=f"ftp://alice:hunter2@node.example/v3/{KEY}"),
