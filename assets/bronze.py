@@ -1,10 +1,12 @@
 """Bronze assets: one multi-asset run fills blocks, transactions and logs for its block ranges.
 
-Each partition is one Spark ``availableNow`` run of the `evm` source over its range, up to the
-safe head captured when it starts, with its own checkpoint (``<lake>/_checkpoints/partition-<key>``):
-the open tip partition is simply materialized again later and continues where it stopped, and a
-completed one re-materialized finds nothing new. Writes replace exactly their block range, so
-any re-run leaves the tables identical.
+A run's partitions are ingested by one Spark ``availableNow`` query per run of contiguous
+partitions (a backfill of 50 partitions is one query), up to the safe head captured when it
+starts. A single partition has its own checkpoint (``<lake>/_checkpoints/partition-<key>``), a
+range of them that of the range (``ingest-<start>-<end>``): the open tip partition is simply
+materialized again later and continues where it stopped, a completed one re-materialized finds
+nothing new, and a scope without checkpoint starts at the first block the lake lacks. Writes
+replace exactly their block range, so any re-run leaves the tables identical.
 
 Before anything else a run checks its partition keys (a key added by hand in the UI that is not
 one of this deployment's ranges is refused, naming it). A transient failure (node unreachable, a
@@ -29,18 +31,18 @@ version, reorgs repaired and which partitions the run covered.
 """
 
 import dataclasses
-import time
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.partitions import BLOCK_RANGES, PartitionKeyError, check_run_keys
+from assets.partitions import BLOCK_RANGES, PartitionKeyError, check_run_keys, partition_size
 from assets.resources import LakeResource, RpcResource, SparkResource
 from ingestion import settings
 from ingestion.coverage import HISTORY, TIP, FileSpan, file_spans, rows_in_range, table_rows
 from ingestion.errors import RefusedError
-from ingestion.ingest import IngestResult, explain_failure, run_ingest
+from ingestion.ingest import IngestResult, default_scope, explain_failure, run_ingest
 from ingestion.lake_path import LakePathError, check_lake_writable
 from ingestion.ranges import BlockSpan
 from ingestion.rpc import ChainIdMismatchError
@@ -190,8 +192,8 @@ class PartitionRun:
     name="bronze_ingest",
     specs=BRONZE_SPECS,
     partitions_def=BLOCK_RANGES,
-    # A backfill of history runs as one run over all its partitions (one Spark session, one
-    # query per partition), instead of paying Spark start-up per partition.
+    # A backfill of history runs as one run over all its partitions: one Spark session and one
+    # query per run of contiguous partitions, instead of paying start-up per partition.
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
     retry_policy=RETRY_POLICY,
@@ -223,33 +225,43 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     check_lake_writable(bronze.root)  # a file, a read-only or full disk: now, not in Spark
     session = spark.session()
     first_block = settings.start_block_from_env()
+    size = partition_size()
     if rate is not None:
         context.log.info(f"{kind or 'this'} run: at most {rate:g} JSON-RPC requests/s per task")
     runs: list[PartitionRun] = []
-    for span in spans:
-        start = max(span.start, first_block)
-        if start >= span.end:
-            runs.append(PartitionRun(span, None))
+    for group in contiguous_groups(spans, first_block):
+        start, end = max(group[0].start, first_block), group[-1].end
+        if start >= end:  # before CHAINLAKE_START_BLOCK: nothing to ingest
+            runs.extend(PartitionRun(span, None) for span in group)
             continue
-        opts = rpc.source_options(start, span.end)
-        if rate is not None:
-            opts = dataclasses.replace(opts, rpc_requests_per_second=rate)
-            opts.validate()
+        opts = rpc.source_options(start, end)
+        opts = dataclasses.replace(
+            opts, blocks_per_partition=task_size(size, opts.blocks_per_partition),
+            rpc_requests_per_second=rate if rate is not None else opts.rpc_requests_per_second)
+        opts.validate()
+        # One Spark query per run of contiguous partitions: a backfill pays the query's fixed
+        # cost once, not per partition. Its checkpoint scope is that of the range (a single
+        # partition keeps its own, so the open tip partition resumes where it stopped).
+        label = group[0].key if len(group) == 1 else f"{group[0].key} … {group[-1].key}"
+        scope = (f"partition-{group[0].key}" if len(group) == 1
+                 else default_scope(start, end))
 
-        def log_batch(p, key=span.key) -> None:
-            context.log.info(f"{key}: blocks [{p.start}, {p.end}) — {p.rows['transactions']} txs, "
-                             f"{p.rows['logs']} logs, Delta v{p.versions['blocks']}; "
+        def log_batch(p, label=label) -> None:
+            context.log.info(f"{label}: blocks [{p.start}, {p.end}) — {p.rows['transactions']} "
+                             f"txs, {p.rows['logs']} logs, Delta v{p.versions['blocks']}; "
                              f"{p.describe_stages()}")
 
-        began = time.monotonic()
-        result = run_ingest(session, opts, bronze, scope=f"partition-{span.key}",
-                            on_batch=log_batch)
+        result = run_ingest(session, opts, bronze, scope=scope, on_batch=log_batch)
         if result.reorg is not None:
             context.log.warning(f"reorg of depth {result.reorg.depth} below the stored tip: "
                                 f"re-ingested blocks {result.reorg.replaced} from the node")
-        context.log.info(f"{span.key}: {result.blocks} new blocks up to {result.target_end - 1} "
+        context.log.info(f"{label}: {result.blocks} new blocks up to {result.target_end - 1} "
                          f"(head {result.chain.head}, {result.chain.confirmations} confirmations)")
-        runs.append(PartitionRun(span, result, time.monotonic() - began))
+        for i, span in enumerate(group):
+            part = result.within(span.start, span.end)
+            if i == 0:  # the run's reorg repair is reported once
+                part = dataclasses.replace(part, reorg=result.reorg)
+            runs.append(PartitionRun(span, part, part.seconds))
     head, measured = _head_after_write(rpc, runs)
     tip = bronze.stored_tip()
     # The run tag says which partition stays open after this run ("none": the sensor thought it
@@ -268,6 +280,30 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
             asset_key=bronze_key(name),
             metadata=_run_metadata(bronze, name, runs, kind, tip, head, measured, files)))
     return out
+
+
+def task_size(partition: int, task: int) -> int:
+    """Blocks per Spark task such that tasks (cut at multiples of it) never straddle a
+    partition: the partition size when smaller, else a divisor of it near ``task``."""
+    if partition <= task:
+        return partition
+    divisor = math.gcd(partition, task)
+    return divisor if divisor * 4 >= task else task  # a tiny divisor costs more than it buys
+
+
+def contiguous_groups(spans: list[BlockSpan], first_block: int = 0) -> list[list[BlockSpan]]:
+    """The spans in block order, grouped into runs of adjacent ones; spans wholly before
+    ``first_block`` form groups of their own (they have nothing to ingest)."""
+    groups: list[list[BlockSpan]] = []
+    for span in sorted(spans, key=lambda s: s.start):
+        empty = span.end <= first_block
+        last = groups[-1] if groups else None
+        if (last is not None and last[-1].end == span.start and not empty
+                and last[-1].end > first_block):
+            last.append(span)
+        else:
+            groups.append([span])
+    return groups
 
 
 def _head_after_write(rpc: RpcResource, runs: list[PartitionRun]) -> tuple[int | None, bool]:

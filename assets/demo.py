@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     run_log = home / "demo-run.log"
 
     from ingestion.devnet import Devnet, free_port
-    from ingestion.traffic import generate_coverage, generate_load
+    from ingestion.devnet.traffic import generate_coverage, generate_load
 
     lake_uri = str(Path(args.lake).resolve())
     with Devnet(port=free_port()) as devnet:

@@ -204,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve_devnet(port: int, blocks: int, block_time: float) -> int:
     """The devnet child: ``chainlake devnet`` with the follow interval set to ``block_time``."""
-    from ingestion import traffic
-    from ingestion.devnet import DevnetError, check_port_free
+    from ingestion.devnet import DevnetError, check_port_free, traffic
 
     # run_devnet mines one block every FOLLOW_INTERVAL_SECONDS once it follows; this process is
     # only the devnet, so setting it here changes nothing else.

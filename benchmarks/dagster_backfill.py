@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO))
 from measure import PeakRss, report  # noqa: E402
 
 from ingestion.devnet import Devnet, free_port  # noqa: E402
+from ingestion.devnet.traffic import generate_load  # noqa: E402
 from ingestion.ranges import spans_through  # noqa: E402
 from ingestion.sink import BronzeLake  # noqa: E402
-from ingestion.traffic import generate_load  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

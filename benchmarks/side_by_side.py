@@ -8,7 +8,7 @@ The node (started and stopped by this script):
           about 149 transactions, 340 logs and 545 kB of JSON per block with receipts, served
           pre-rendered (~0.1-0.2 ms of node CPU per block): the clients are the bottleneck.
   anvil   a devnet chain of 50 transactions per block built like benchmarks/throughput.py
-          (ingestion.devnet.Devnet with --hardfork cancun, ingestion.traffic.generate_load with
+          (ingestion.devnet.Devnet with --hardfork cancun, ingestion.devnet.traffic.generate_load with
           impersonated senders): anvil itself is the bottleneck (~180 blocks/s with receipts).
 
 The tools, each a separate process tree started as a user would start it, into fresh output:
@@ -144,7 +144,7 @@ def start_replay_node(blocks: int) -> Node:
 def start_anvil(blocks: int, txs_per_block: int) -> Node:
     # The chain is built exactly as benchmarks/throughput.py builds it.
     from ingestion.devnet import Devnet, find_anvil, free_port
-    from ingestion.traffic import generate_load
+    from ingestion.devnet.traffic import generate_load
 
     devnet = Devnet(port=free_port(), hardfork="cancun")
     devnet.start()

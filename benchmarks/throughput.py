@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 from measure import PeakRss, report  # noqa: E402
 
 from ingestion.devnet import Devnet, free_port  # noqa: E402
+from ingestion.devnet.traffic import generate_load  # noqa: E402
 from ingestion.rpc import RpcClient  # noqa: E402
-from ingestion.traffic import generate_load  # noqa: E402
 from ingestion.transform import table_batches  # noqa: E402
 
 

@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_devnet(args: argparse.Namespace) -> int:
     from ingestion.devnet import DevnetError, check_port_free
-    from ingestion.traffic import run_devnet
+    from ingestion.devnet.traffic import run_devnet
 
     try:
         check_port_free(args.port, args.host)  # before anvil starts and traffic is generated

@@ -41,7 +41,7 @@ from ingestion.source import (
     SourceOptions,
     observe_chain,
 )
-from ingestion.staging import StagedRange, delete_table_files
+from ingestion.staging import StagedRange, TaskFigures, delete_table_files
 
 log = logging.getLogger("chainlake.ingest")
 
@@ -64,6 +64,7 @@ class BatchProgress:
     # (they run in parallel), commit is the driver's link checks and Delta commits.
     stages: dict[str, float] = field(default_factory=dict)
     json_bytes: int = 0  # size of the node's replies for the batch
+    tasks: list[TaskFigures] = field(default_factory=list)  # per Spark task, in block order
 
     def describe_stages(self) -> str:
         """``fetch 1.2s, transform 0.4s, write 0.3s, commit 0.1s`` (task seconds summed)."""
@@ -72,6 +73,41 @@ class BatchProgress:
     @property
     def blocks(self) -> int:
         return self.end - self.start
+
+    def within(self, start: int, end: int) -> BatchProgress | None:
+        """This batch's part in blocks ``[start, end)`` (a Dagster partition), or None.
+
+        Rows, task seconds and JSON bytes are the tasks' own (tasks are cut at multiples of
+        the task size, so none straddles a partition whose size is a multiple of it; a task
+        that does is shared pro rata); the commit's seconds are shared by blocks."""
+        a, z = max(start, self.start), min(end, self.end)
+        if a >= z:
+            return None
+        if (a, z) == (self.start, self.end):
+            return self
+        if not self.tasks:
+            share = (z - a) / self.blocks
+            return replace(self, start=a, end=z,
+                           rows={k: round(v * share) for k, v in self.rows.items()},
+                           stages={k: v * share for k, v in self.stages.items()},
+                           json_bytes=round(self.json_bytes * share))
+        rows: dict[str, float] = {}
+        stages = {"commit": self.stages.get("commit", 0.0) * (z - a) / self.blocks}
+        json_bytes = 0.0
+        tasks = []
+        for task in self.tasks:
+            overlap = min(z, task.end) - max(a, task.start)
+            if overlap <= 0:
+                continue
+            tasks.append(task)
+            share = overlap / (task.end - task.start)
+            for k, v in task.rows.items():
+                rows[k] = rows.get(k, 0) + v * share
+            for k, v in task.stages.items():
+                stages[k] = stages.get(k, 0.0) + v * share
+            json_bytes += task.json_bytes * share
+        return replace(self, start=a, end=z, rows={k: round(v) for k, v in rows.items()},
+                       stages=stages, json_bytes=round(json_bytes), tasks=tasks)
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,14 @@ class IngestResult:
 
     def versions(self) -> dict[str, int]:
         return dict(self.batches[-1].versions) if self.batches else {}
+
+    def within(self, start: int, end: int) -> IngestResult:
+        """What this run did in blocks ``[start, end)``: one partition of a run over several.
+        Its seconds are shared by blocks written; a reorg repaired stays with the run."""
+        batches = [p for b in self.batches if (p := b.within(start, end)) is not None]
+        share = sum(b.blocks for b in batches) / self.blocks if self.blocks else 0.0
+        return replace(self, start_block=max(start, self.start_block), batches=batches,
+                       seconds=self.seconds * share, reorg=None)
 
 
 def default_scope(start_block: int, end_block: int | None) -> str:
@@ -282,6 +326,7 @@ def batches_committed(lake: BronzeLake, app_id: str, after_version: int
             data = json.loads(commit.get(BATCH_KEY) or "{}")
             if data and data.pop("app_id") == app_id:
                 data["versions"]["blocks"] = commit["version"]
+                data["tasks"] = [TaskFigures.of(t) for t in data.get("tasks", [])]
                 found.append(BatchProgress(**data))
     return found, version
 
@@ -321,7 +366,8 @@ def commit_linked(spark, opts: SourceOptions, lake: BronzeLake, staged: StagedRa
             progress = BatchProgress(
                 batch_id=batch_id, start=start, end=end, rows=staged.rows,
                 versions={name: w.version for name, w in written.items()}, seconds=0.0,
-                stages={**staged.seconds, "commit": 0.0}, json_bytes=staged.json_bytes)
+                stages={**staged.seconds, "commit": 0.0}, json_bytes=staged.json_bytes,
+                tasks=staged.figures)
             info = {"app_id": app_transaction[0] if app_transaction else "", **asdict(progress)}
             info["stages"]["commit"] = round(time.monotonic() - began, 3)
             written["blocks"] = lake.commit_files("blocks", staged.files["blocks"], start, end,
@@ -358,7 +404,8 @@ def reingest_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end
         progress = BatchProgress(
             batch_id=len(done), start=a, end=b, rows=staged.rows,
             versions={name: w.version for name, w in written.items()}, seconds=now - started,
-            stages={**staged.seconds, "commit": now - committing}, json_bytes=staged.json_bytes)
+            stages={**staged.seconds, "commit": now - committing}, json_bytes=staged.json_bytes,
+            tasks=staged.figures)
         done.append(progress)
         if on_batch is not None:
             on_batch(progress)

@@ -108,7 +108,7 @@ class Table:
         return head + "| column | type | nullable | meaning |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
-_BLOCK_CONTEXT = (
+BLOCK_CONTEXT = (
     col("chain_id", BIGINT, "EIP-155 chain id reported by the node (`eth_chainId`)."),
     col("block_number", BIGINT, "Block height."),
     col("block_hash", HEX, "Block hash."),
@@ -120,7 +120,7 @@ BLOCKS = Table(
     doc="One row per block.",
     key=("chain_id", "block_number"),
     columns=(
-        *_BLOCK_CONTEXT,
+        *BLOCK_CONTEXT,
         col("parent_hash", HEX, "Hash of the parent block."),
         opt("nonce", HEX, "Proof-of-work nonce (zero after the Merge); 8-byte hex."),
         col("sha3_uncles", HEX, "Keccak of the uncles list."),
@@ -151,7 +151,7 @@ TRANSACTIONS = Table(
     doc="One row per transaction, with its receipt's fields joined in.",
     key=("chain_id", "block_number", "transaction_index"),
     columns=(
-        *_BLOCK_CONTEXT,
+        *BLOCK_CONTEXT,
         col("transaction_index", BIGINT, "Position in the block."),
         col("transaction_hash", HEX, "Transaction hash."),
         col("nonce", BIGINT, "Sender nonce."),
@@ -188,7 +188,7 @@ LOGS = Table(
     doc="One row per log (event) emitted by a transaction.",
     key=("chain_id", "block_number", "log_index"),
     columns=(
-        *_BLOCK_CONTEXT,
+        *BLOCK_CONTEXT,
         col("transaction_index", BIGINT, "Position of the emitting transaction in the block."),
         col("transaction_hash", HEX, "Emitting transaction."),
         col("log_index", BIGINT, "Position of the log in the block."),

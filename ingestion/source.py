@@ -212,7 +212,15 @@ class BlockRange(InputPartition):
 
 
 def split_range(start: int, end: int, size: int, chain_id: int) -> list[BlockRange]:
-    return [BlockRange(a, min(a + size, end), chain_id) for a in range(start, end, size)]
+    """Tasks of at most ``size`` blocks, cut at multiples of ``size``: a task then never
+    straddles a Dagster partition whose size is a multiple of it, so each partition's rows are
+    known exactly from its tasks' files."""
+    parts, a = [], start
+    while a < end:
+        b = min((a // size + 1) * size, end)
+        parts.append(BlockRange(a, b, chain_id))
+        a = b
+    return parts
 
 
 def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iterator[pa.RecordBatch]:
@@ -381,7 +389,13 @@ class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         begin = int(start[OFFSET_KEY])
         end = self._target if self._target is not None else self._readable_end(self._observe())
         if isinstance(limit, ReadMaxRows):
-            end = min(end, begin + limit.max_rows)
+            if begin + limit.max_rows < end:
+                end = begin + limit.max_rows
+                # A bounded batch ends at a multiple of the task size (when it can), so that
+                # after the first one every batch splits into whole, aligned tasks.
+                aligned = end - end % self.opts.blocks_per_partition
+                if aligned > begin:
+                    end = aligned
         elif not isinstance(limit, ReadAllAvailable):
             raise ValueError(f"unsupported read limit {limit!r}")
         return {OFFSET_KEY: max(begin, end)}

@@ -35,6 +35,7 @@ from ingestion.schemas import FILES_SCHEMA, TABLES
 # memory whatever its block range (a mainnet transaction row is ~1 KB; 16 Ki rows is ~100 mainnet
 # blocks, still large row groups for readers).
 ROW_GROUP_ROWS = 16 * 1024
+_STAGES = ("fetch", "transform", "write")  # a task's time, split
 COMPRESSION = "snappy"  # delta-rs's default: the files look like every other writer's
 
 
@@ -196,6 +197,21 @@ class StagedOutput:
 
 
 @dataclass(frozen=True)
+class TaskFigures:
+    """What one Spark task of a micro-batch read and wrote: blocks ``[start, end)``."""
+
+    start: int
+    end: int
+    rows: dict[str, int]
+    stages: dict[str, float]  # fetch, transform, write seconds
+    json_bytes: int
+
+    @classmethod
+    def of(cls, data: dict) -> TaskFigures:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class StagedRange:
     """What the tasks of one micro-batch (or one repair chunk) wrote, as the driver sees it."""
 
@@ -203,6 +219,7 @@ class StagedRange:
     tasks: list[tuple[int, int, str, str]]  # (start, end, parent hash of start, hash of end - 1)
     seconds: dict[str, float]  # summed over tasks: fetch, transform, write
     json_bytes: int
+    figures: list[TaskFigures]  # per task, in block order
 
     @property
     def start(self) -> int:
@@ -226,16 +243,20 @@ class StagedRange:
             return None
         files: dict[str, list[TableFile]] = {name: [] for name in TABLES}
         tasks: dict[int, tuple[int, int, str, str]] = {}
-        seconds = {"fetch": 0.0, "transform": 0.0, "write": 0.0}
-        json_bytes = 0
+        figures: dict[int, TaskFigures] = {}
         for r in rows.to_pylist():
             if r["path"] is not None:
                 files[r["table"]].append(TableFile(r["table"], r["path"], r["size"],
                                                    r["num_records"], r["stats"]))
-            if r["start_block"] not in tasks:
-                tasks[r["start_block"]] = (r["start_block"], r["end_block"],
-                                           r["first_parent_hash"], r["last_block_hash"])
-                for key in seconds:
-                    seconds[key] += r[f"{key}_seconds"]
-                json_bytes += r["json_bytes"]
-        return cls(files, sorted(tasks.values()), seconds, json_bytes)
+            task = r["start_block"]
+            if task not in tasks:
+                tasks[task] = (r["start_block"], r["end_block"], r["first_parent_hash"],
+                               r["last_block_hash"])
+                figures[task] = TaskFigures(
+                    r["start_block"], r["end_block"], {},
+                    {key: r[f"{key}_seconds"] for key in _STAGES}, r["json_bytes"])
+            figures[task].rows[r["table"]] = r["num_records"]
+        ordered = [figures[k] for k in sorted(figures)]
+        seconds = {key: sum(f.stages[key] for f in ordered) for key in _STAGES}
+        return cls(files, sorted(tasks.values()), seconds,
+                   sum(f.json_bytes for f in ordered), ordered)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ingestion.traffic import TrafficReport
+    from ingestion.devnet.traffic import TrafficReport
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ class DevnetChain:
 def devnet():
     """A prague anvil with every transaction type, plus a little load; stopped at session end."""
     from ingestion.devnet import Devnet, free_port
-    from ingestion.traffic import generate_coverage, generate_load
+    from ingestion.devnet.traffic import generate_coverage, generate_load
 
     node = Devnet(port=free_port())
     node.start()

@@ -117,24 +117,35 @@ def test_partition_materializes_and_rematerializing_changes_nothing(spark, devne
     assert again.success
     assert snapshot(lake_root) == before
 
-    # An overlapping backfill (both partitions in one run) leaves the first range identical.
+    # An overlapping backfill (three partitions in one run, one Spark query) leaves the first
+    # range identical.
+    third = keys(2 * SIZE, SIZE)[0]
+    instance.add_dynamic_partitions(BLOCK_RANGES.name, [third])
     ranged = dg.materialize(
         [bronze_ingest], instance=instance, resources=resources(devnet, lake_root),
         tags={"dagster/asset_partition_range_start": first,
-              "dagster/asset_partition_range_end": second})
+              "dagster/asset_partition_range_end": third})
     assert ranged.success
     # One materialization per partition, each with its own figures (not the run's totals).
-    per_partition = {m.partition: m.metadata for m in ranged.asset_materializations_for_node(
-        "bronze_ingest") if m.asset_key.path[-1] == "blocks"}
+    per_table: dict[str, dict] = {}
+    for m in ranged.asset_materializations_for_node("bronze_ingest"):
+        per_table.setdefault(m.asset_key.path[-1], {})[m.partition] = m.metadata
+    per_partition = per_table["blocks"]
     assert per_partition[first]["blocks_ingested"].value == 0  # it was complete already
     assert per_partition[second]["blocks_ingested"].value == SIZE
+    assert per_partition[third]["blocks_ingested"].value == SIZE
     assert per_partition[second]["block_range"].value == f"blocks {SIZE}..{2 * SIZE - 1}"
     assert per_partition[first]["dagster/partition_row_count"].value == SIZE
-    assert "covered 2 partitions" in per_partition[first]["run_partitions"].value
-    assert per_partition[first]["dagster/row_count"].value == 2 * SIZE
+    assert "covered 3 partitions" in per_partition[first]["run_partitions"].value
+    assert per_partition[first]["dagster/row_count"].value == 3 * SIZE
     after = snapshot(lake_root)
     assert [b for b in after["blocks"] if b["block_number"] < SIZE] == before["blocks"]
-    assert sorted(b["block_number"] for b in after["blocks"]) == list(range(2 * SIZE))
+    assert sorted(b["block_number"] for b in after["blocks"]) == list(range(3 * SIZE))
+    # Rows written per partition are exact (tasks never straddle a partition).
+    for key, lo in ((second, SIZE), (third, 2 * SIZE)):
+        txs = sum(b["transaction_count"] for b in after["blocks"]
+                  if lo <= b["block_number"] < lo + SIZE)
+        assert per_table["transactions"][key]["rows_written"].value == txs
 
 
 def test_sensor_adds_partitions_and_requests_one_run_per_range_the_lake_lacks(devnet, instance,

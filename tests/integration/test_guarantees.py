@@ -21,12 +21,12 @@ from fault_proxy import FaultProxy, Rule
 from reference import project, reference_rows
 
 from ingestion.devnet import Devnet, free_port
+from ingestion.devnet.traffic import dev_account, generate_load
 from ingestion.identity import ChainIdentityError
 from ingestion.ingest import explain_failure, run_ingest
 from ingestion.reorg import DeepReorgError
 from ingestion.schemas import TABLES
 from ingestion.source import SourceOptions
-from ingestion.traffic import dev_account, generate_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.devnet]
 

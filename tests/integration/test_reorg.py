@@ -9,10 +9,10 @@ import pytest
 from reference import project, reference_rows
 
 from ingestion.devnet import Devnet, free_port
+from ingestion.devnet.traffic import dev_account, generate_load
 from ingestion.ingest import run_ingest
 from ingestion.schemas import TABLES
 from ingestion.source import SourceOptions
-from ingestion.traffic import dev_account, generate_load
 
 pytestmark = pytest.mark.slow
 

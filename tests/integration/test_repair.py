@@ -105,7 +105,7 @@ CHUNK = 25  # blocks per re-ingested chunk (max_blocks_per_trigger) in the tests
 def whole_chain(spark, devnet, tmp_path_factory) -> tuple[BronzeLake, int]:
     """The session devnet's chain with 100 more blocks of traffic (6 transactions, 3 ERC-20
     transfer logs each), every block ingested once: ``(lake, end)``."""
-    from ingestion.traffic import generate_load
+    from ingestion.devnet.traffic import generate_load
 
     generate_load(devnet.url, blocks=100, txs_per_block=6)
     end = devnet.live_head() + 1

@@ -10,8 +10,7 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from ingestion import rpc
-from ingestion.rpc import RpcClient, RpcSettings, redact_url
+from ingestion.rpc import RpcClient, RpcSettings, protocol, redact_url
 
 INFURA_KEY = "0123456789abcdef0123456789abcdef"
 ALCHEMY_KEY = "Xy7_kQ2-rT9vLm3NpW8sZc4Hd6Jf1Bg0"
@@ -142,13 +141,13 @@ def test_httpx_log_lines_are_redacted():
     ("garbage", None, None), (None, None, None),
 ])
 def test_retry_after_seconds(value, low, high):
-    got = rpc._retry_after_seconds(value)
+    got = protocol.retry_after_seconds(value)
     assert got == low if low is None else low <= got <= high
 
 
 def test_retry_after_http_date():
-    assert 2.0 <= rpc._retry_after_seconds(formatdate(time.time() + 4, usegmt=True)) <= 4.0
-    assert rpc._retry_after_seconds(formatdate(time.time() - 60, usegmt=True)) == 0.0
+    assert 2.0 <= protocol.retry_after_seconds(formatdate(time.time() + 4, usegmt=True)) <= 4.0
+    assert protocol.retry_after_seconds(formatdate(time.time() - 60, usegmt=True)) == 0.0
 
 
 @pytest.mark.parametrize(("code", "message", "method", "expected"), [
@@ -160,7 +159,7 @@ def test_retry_after_http_date():
     (-32000, "block not found", "eth_getBlockByNumber", False),
 ])
 def test_method_not_found_classification(code, message, method, expected):
-    assert rpc._is_method_not_found(code, message, method) is expected
+    assert protocol.is_method_not_found(code, message, method) is expected
 
 
 @pytest.mark.parametrize(("message", "batch", "rate"), [
@@ -172,12 +171,12 @@ def test_method_not_found_classification(code, message, method, expected):
     ("header not found", False, False),
 ])
 def test_error_classification(message, batch, rate):
-    assert rpc._is_batch_too_large(-32000, message) is batch
-    assert rpc._is_rate_limited(-32000, message) is rate
+    assert protocol.is_batch_too_large(-32000, message) is batch
+    assert protocol.is_rate_limited(-32000, message) is rate
 
 
 def test_call_descriptions_name_the_block():
-    assert rpc._describe_call("eth_getBlockByNumber", ["0x4d2", True]) == \
+    assert protocol.describe_call("eth_getBlockByNumber", ["0x4d2", True]) == \
         'eth_getBlockByNumber("0x4d2",true) [block 1234]'
-    assert rpc._describe_chunk([("eth_getBlockByNumber", [hex(n), True]) for n in (7, 9, 8)]) \
+    assert protocol.describe_chunk([("eth_getBlockByNumber", [hex(n), True]) for n in (7, 9, 8)]) \
         == "batch of 3 calls (eth_getBlockByNumber, blocks 7..9)"

@@ -1,7 +1,8 @@
 """The embedded local chain: an anvil process (npm ``@foundry-rs/anvil``) on 127.0.0.1.
 
 This module only owns the process: find the binary, start it in its own process group, wait
-until it answers JSON-RPC, and stop it by process group. Traffic is made by ``ingestion.traffic``.
+until it answers JSON-RPC, and stop it by process group. Traffic is made by
+``ingestion.devnet.traffic``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import orjson
 
 from ingestion.processes import stop_group
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVNET_CHAIN_ID = 31337
 DEFAULT_PORT = 8545
 DEFAULT_HOST = "127.0.0.1"

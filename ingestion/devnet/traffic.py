@@ -4,7 +4,10 @@ benchmark chains.
 - ``generate_coverage``: a small chain with one of each shape per round, signed locally with
   anvil's well-known dev accounts (legacy, access-list, EIP-1559, blob, EIP-7702 set-code,
   contract creation, ERC-20 calls with one or several logs, a reverted call, an empty block, a
-  value above 2**64 wei). Needs a prague devnet (EIP-7702).
+  value above 2**64 wei), and once every call-trace shape (``TRACE_SHAPES``: nested calls
+  carrying value, CREATE and CREATE2 from a contract, an inner revert in a successful
+  transaction, a top-level revert after inner calls, SELFDESTRUCT of a new and of an older
+  contract). Needs a prague devnet (EIP-7702).
 - ``generate_load``: many full blocks fast, from impersonated senders (unsigned
   ``eth_sendTransaction``). anvil re-recovers the sender of every signed transaction each time it
   serves a block; impersonated ones it serves about 4x faster (DESIGN.md). Use ``--hardfork
@@ -39,8 +42,8 @@ from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.base import TRUSTED_SETUP
 from eth_utils import keccak, to_checksum_address
 
-from ingestion import contracts
-from ingestion.devnet import DEFAULT_HOST, Devnet
+from ingestion.devnet import contracts
+from ingestion.devnet.node import DEFAULT_HOST, Devnet
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 GWEI = 10**9
@@ -68,6 +71,8 @@ TOKEN_DEPLOY_GAS = 1_500_000
 BATCH_TRANSFER_GAS_BASE = 50_000
 BATCH_TRANSFER_GAS_PER_RECIPIENT = 35_000
 SET_CODE_GAS = 200_000
+TRACE_CALL_GAS = 500_000  # TraceLab calls; each uses under 100k (createAndDestroy ~85k)
+TRACE_VALUE = 10**15  # wei sent with each trace-shape call, passed on to inner calls
 BLOB_FIELD_ELEMENTS = 4096
 
 
@@ -78,7 +83,8 @@ class TrafficError(RuntimeError):
 @dataclass
 class TrafficReport:
     """What a generator mined. ``by_type`` counts transactions by shape (each transaction once)
-    and, under ``empty_block``, the empty blocks."""
+    and, under ``empty_block``, the empty blocks. ``trace_shapes`` names the transaction hash of
+    each call-trace shape (``TRACE_SHAPES``; coverage traffic only)."""
 
     blocks_mined: int
     transactions: int
@@ -86,6 +92,7 @@ class TrafficReport:
     token_address: str
     head: int
     seconds: float = 0.0
+    trace_shapes: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,45 +291,57 @@ def _dynamic_fees() -> dict:
 Planned = list[tuple[str, str]]  # (shape, raw signed transaction) in sending order
 
 
+# Shapes mined with status 0; every other transaction must succeed.
+REVERTING_SHAPES = frozenset({"reverted", "top_level_revert"})
+
+
 def _mine_planned(rpc: _JsonRpc, planned: Planned) -> list[dict]:
     """Send the block's transactions one by one (so pool order is the sending order among equal
-    fees), mine, check that exactly they were included and that only ``reverted`` failed;
-    return the receipts."""
+    fees), mine, check that exactly they were included and that only ``REVERTING_SHAPES``
+    failed; return the receipts in planned order."""
     hashes = [rpc.call("eth_sendRawTransaction", raw) for _, raw in planned]
     block = _mine(rpc)
     if sorted(block["transactions"]) != sorted(hashes):
         raise TrafficError(f"block {int(block['number'], 16)} holds {block['transactions']}, "
                            f"expected {hashes}")
     receipts = rpc.call("eth_getBlockReceipts", block["number"])
-    status_by_hash = {r["transactionHash"]: int(r["status"], 16) for r in receipts}
+    by_hash = {r["transactionHash"]: r for r in receipts}
     for (shape, _), tx_hash in zip(planned, hashes, strict=True):
-        expected = 0 if shape == "reverted" else 1
-        if status_by_hash[tx_hash] != expected:
-            raise TrafficError(
-                f"{shape} transaction {tx_hash} has status {status_by_hash[tx_hash]}")
-    return receipts
+        expected = 0 if shape in REVERTING_SHAPES else 1
+        status = int(by_hash[tx_hash]["status"], 16)
+        if status != expected:
+            raise TrafficError(f"{shape} transaction {tx_hash} has status {status}")
+    return [by_hash[tx_hash] for tx_hash in hashes]
 
 
 @dataclass
 class _CoverageContracts:
     token: str
     delegate: str
+    trace_lab: str  # TraceLab: makes the call-trace shapes
+    elder: str  # a TraceChild deployed on its own, destroyed in a later block
 
 
 def _deploy_contracts(rpc: _JsonRpc, wallet: _DevWallet) -> tuple[_CoverageContracts, Planned]:
     deployer = dev_account(DEPLOYER)
+
+    def create(code: str, value: int = 0) -> str:
+        return wallet.sign(deployer, {"type": 2, "data": code, "value": value,
+                                      "gas": TOKEN_DEPLOY_GAS, **_dynamic_fees()})
+
     planned = [
-        ("create", wallet.sign(deployer, {
-            "type": 2, "data": _token_deploy_calldata(), "gas": TOKEN_DEPLOY_GAS,
-            **_dynamic_fees()})),
-        ("create", wallet.sign(deployer, {
-            "type": 2, "data": contracts.PING_DELEGATE_BYTECODE, "gas": TOKEN_DEPLOY_GAS,
-            **_dynamic_fees()})),
+        ("create", create(_token_deploy_calldata())),
+        ("create", create(contracts.PING_DELEGATE_BYTECODE)),
+        ("create", create(contracts.TRACE_LAB_BYTECODE)),
+        # A creation carrying value (TraceChild's constructor is payable).
+        ("create", create(contracts.TRACE_CHILD_BYTECODE, TRACE_VALUE)),
     ]
     receipts = _mine_planned(rpc, planned)
     # eth-account wants checksummed addresses.
-    token, delegate = (to_checksum_address(r["contractAddress"]) for r in receipts)
-    return _CoverageContracts(token=token, delegate=delegate), planned
+    token, delegate, trace_lab, elder = (to_checksum_address(r["contractAddress"])
+                                         for r in receipts)
+    return _CoverageContracts(token=token, delegate=delegate, trace_lab=trace_lab,
+                              elder=elder), planned
 
 
 def _value_shapes_block(wallet: _DevWallet, deployed: _CoverageContracts, rnd: int) -> Planned:
@@ -394,6 +413,45 @@ def _token_shapes_block(wallet: _DevWallet, deployed: _CoverageContracts, rnd: i
     ]
 
 
+# Call-trace shapes, each one transaction (TrafficReport.trace_shapes names its hash).
+TRACE_SHAPES = (
+    "nested_calls",  # lab.nest(3): CALLs 4 deep passing value on, the innermost pays an EOA
+    #                  and makes a DELEGATECALL and a STATICCALL (trace depth 4)
+    "create_from_contract",  # lab.createChild(): CREATE (with value) from a contract
+    "create2_from_contract",  # lab.create2Child(salt): CREATE2 (with value) from a contract
+    "inner_revert",  # lab.tryFail(): an inner call (with value) reverts, caught; status 1
+    "top_level_revert",  # lab.boom(): nested calls moving value, then revert; status 0
+    "selfdestruct_new",  # lab.createAndDestroy(): CREATE then SELFDESTRUCT in the same
+    #                      transaction, so the child's account is deleted (EIP-6780)
+    "selfdestruct_old",  # elder.destroy(): SELFDESTRUCT of a contract from an earlier block;
+    #                      since Cancun it only sends the balance, the code stays
+)
+CREATE2_SALT = int.from_bytes(keccak(text="chainlake/create2"))
+
+
+def _trace_shapes(wallet: _DevWallet, deployed: _CoverageContracts) -> Planned:
+    """One transaction per ``TRACE_SHAPES`` entry, from the deployer, each sending TRACE_VALUE."""
+    sender = dev_account(DEPLOYER)
+    payee = dev_account(RECIPIENTS[1]).address
+    lab = deployed.trace_lab
+
+    def call(to: str, data: str) -> str:
+        return wallet.sign(sender, {"type": 2, "to": to, "data": data, "value": TRACE_VALUE,
+                                    "gas": TRACE_CALL_GAS, **_dynamic_fees()})
+
+    planned = [
+        ("nested_calls", call(lab, contracts.SELECTOR_NEST + _word(3) + _address_word(payee))),
+        ("create_from_contract", call(lab, contracts.SELECTOR_CREATE_CHILD)),
+        ("create2_from_contract", call(lab, contracts.SELECTOR_CREATE2_CHILD + _word(CREATE2_SALT))),
+        ("inner_revert", call(lab, contracts.SELECTOR_TRY_FAIL)),
+        ("top_level_revert", call(lab, contracts.SELECTOR_BOOM + _address_word(payee))),
+        ("selfdestruct_new", call(lab, contracts.SELECTOR_CREATE_AND_DESTROY + _address_word(payee))),
+        ("selfdestruct_old", call(deployed.elder, contracts.SELECTOR_DESTROY + _address_word(payee))),
+    ]
+    assert [shape for shape, _ in planned] == list(TRACE_SHAPES)
+    return planned
+
+
 def _require_eip7702(rpc: _JsonRpc) -> None:
     fork = str(rpc.call("anvil_nodeInfo").get("hardFork", "")).lower().replace(" ", "")
     if fork in PRE_PRAGUE_FORKS:
@@ -403,11 +461,12 @@ def _require_eip7702(rpc: _JsonRpc) -> None:
 def generate_coverage(rpc_url: str, *, rounds: int = 3) -> TrafficReport:
     """Mine every transaction shape the bronze tables must hold on an anvil devnet (prague).
 
-    Block 1 deploys the token and the EIP-7702 delegate; then each round mines three blocks:
-    plain transfers of each envelope (legacy, EIP-1559, blob, > 2**64 wei) plus a creation and an
-    approval; ERC-20 calls (access-list, transfer, batch transfer, transferFrom, a revert) and an
-    EIP-7702 set-code call; an empty block. Same call on a fresh anvil, same chain (timestamps
-    aside).
+    Block 1 deploys the token, the EIP-7702 delegate, TraceLab and a TraceChild (with value);
+    then each round mines three blocks: plain transfers of each envelope (legacy, EIP-1559, blob,
+    > 2**64 wei) plus a creation and an approval; ERC-20 calls (access-list, transfer, batch
+    transfer, transferFrom, a revert) and an EIP-7702 set-code call, plus in the first round one
+    transaction of each call-trace shape (``TRACE_SHAPES``, hashes in the report's
+    ``trace_shapes``); an empty block. Same call on a fresh anvil, same chain (timestamps aside).
     """
     started = time.monotonic()
     with _JsonRpc(rpc_url) as rpc:
@@ -415,6 +474,7 @@ def generate_coverage(rpc_url: str, *, rounds: int = 3) -> TrafficReport:
         first_block = rpc.head() + 1
         wallet = _DevWallet(rpc, chain_id=int(rpc.call("eth_chainId"), 16))
         shapes: Counter[str] = Counter()
+        trace_shapes: dict[str, str] = {}
         with _manual_mining(rpc):
             rpc.call("anvil_setBalance", dev_account(WHALE).address, hex(WHALE_BALANCE))
             deployed, planned = _deploy_contracts(rpc, wallet)
@@ -422,8 +482,14 @@ def generate_coverage(rpc_url: str, *, rounds: int = 3) -> TrafficReport:
             for rnd in range(rounds):
                 for build in (_value_shapes_block, _token_shapes_block):
                     planned = build(wallet, deployed, rnd)
-                    _mine_planned(rpc, planned)
+                    if rnd == 0 and build is _token_shapes_block:
+                        planned += _trace_shapes(wallet, deployed)
+                    receipts = _mine_planned(rpc, planned)
                     shapes.update(shape for shape, _ in planned)
+                    trace_shapes.update(
+                        (shape, receipt["transactionHash"])
+                        for (shape, _), receipt in zip(planned, receipts, strict=True)
+                        if shape in TRACE_SHAPES)
                 _mine(rpc)  # no transactions pending: an empty block
                 shapes["empty_block"] += 1
         head = rpc.head()
@@ -431,7 +497,7 @@ def generate_coverage(rpc_url: str, *, rounds: int = 3) -> TrafficReport:
         blocks_mined=head - first_block + 1,
         transactions=sum(n for shape, n in shapes.items() if shape != "empty_block"),
         by_type=dict(shapes), token_address=deployed.token.lower(), head=head,
-        seconds=time.monotonic() - started)
+        seconds=time.monotonic() - started, trace_shapes=trace_shapes)
 
 
 # --------------------------------------------------------------------------------------------

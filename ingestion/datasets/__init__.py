@@ -1,0 +1,1 @@
+"""One module per dataset beyond the core bronze tables: its schema, its transform, its checks."""
