@@ -1,4 +1,5 @@
-"""Bronze assets: one multi-asset run fills blocks, transactions and logs for its block ranges.
+"""Bronze assets: one multi-asset run fills blocks, transactions, logs (and traces, when the node
+serves a tracing API; ``CHAINLAKE_DATASETS`` chooses) for its block ranges, fetching each block once.
 
 A run's partitions are ingested by one Spark ``availableNow`` query per run of contiguous
 partitions (a backfill of 50 partitions is one query), up to the safe head captured when it
@@ -46,7 +47,7 @@ from ingestion.ingest import IngestResult, default_scope, explain_failure, run_i
 from ingestion.lake_path import LakePathError, check_lake_writable
 from ingestion.ranges import BlockSpan
 from ingestion.rpc import ChainIdMismatchError
-from ingestion.schemas import TABLES
+from ingestion.schemas import CORE_TABLES, TABLES
 from ingestion.sink import BronzeLake
 from ingestion.source import SourceOptionError
 from ingestion.transform import TransformError
@@ -110,6 +111,9 @@ BRONZE_SPECS = [
         kinds={"spark", "delta"},
         owners=OWNERS,
         partitions_def=BLOCK_RANGES,
+        # Traces come with the other tables when the node serves a tracing API (one fetch of
+        # each block per run), and are skipped otherwise.
+        skippable=name not in CORE_TABLES,
         metadata={"dagster/column_schema": _column_schema(name),
                   "dagster/table_name": table_name(name),
                   "primary_key": ", ".join(TABLES[name].key)},
@@ -247,9 +251,9 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
                  else default_scope(start, end))
 
         def log_batch(p, label=label) -> None:
-            context.log.info(f"{label}: blocks [{p.start}, {p.end}) — {p.rows['transactions']} "
-                             f"txs, {p.rows['logs']} logs, Delta v{p.versions['blocks']}; "
-                             f"{p.describe_stages()}")
+            rows = ", ".join(f"{n} {t}" for t, n in p.rows.items() if t != "blocks")
+            context.log.info(f"{label}: blocks [{p.start}, {p.end}) — {rows}, Delta "
+                             f"v{p.versions['blocks']}; {p.describe_stages()}")
 
         result = run_ingest(session, opts, bronze, scope=scope, on_batch=log_batch)
         if result.reorg is not None:
@@ -271,7 +275,10 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     if marked is not None and tags.get(OPEN_PARTITION_TAG) != marked:
         context.instance.add_run_tags(context.run.run_id, {OPEN_PARTITION_TAG: marked})
     out = []
+    written = {t for r in runs if r.result is not None for t in r.result.tables}
     for name in TABLES:
+        if name not in written and name not in CORE_TABLES:
+            continue  # traces from a node without a tracing API: not materialized (skippable)
         files = file_spans(bronze.file_stats(name))  # the Delta log once per table
         for run in runs:
             context.add_asset_metadata(_partition_metadata(bronze, name, run, files),

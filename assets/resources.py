@@ -22,6 +22,11 @@ class RpcResource(dg.ConfigurableResource):
     max_blocks_per_trigger: int = Field(default=settings.DEFAULT_MAX_BLOCKS_PER_TRIGGER)
     blocks_per_partition: int = Field(default=settings.DEFAULT_BLOCKS_PER_PARTITION,
                                       description="Blocks per Spark task.")
+    datasets: str | None = Field(
+        default=None,
+        description="Bronze tables to write, e.g. blocks,transactions,logs (from "
+                    f"{settings.ENV_DATASETS}); default the three plus traces when the node "
+                    "serves a tracing API.")
 
     def source_options(self, start_block: int, end_block: int | None) -> SourceOptions:
         opts = SourceOptions(
@@ -29,7 +34,7 @@ class RpcResource(dg.ConfigurableResource):
             confirmations=self.confirmations, chain_id=self.chain_id,
             max_blocks_per_trigger=self.max_blocks_per_trigger,
             blocks_per_partition=self.blocks_per_partition,
-            rpc_requests_per_second=self.requests_per_second,
+            rpc_requests_per_second=self.requests_per_second, datasets=self.datasets,
         )
         opts.validate()
         return opts
@@ -71,7 +76,8 @@ def _env_or_default(name: str, default: str):
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "rpc": RpcResource(url=_env_or_default(settings.ENV_RPC_URL, settings.DEFAULT_RPC_URL)),
+        "rpc": RpcResource(url=_env_or_default(settings.ENV_RPC_URL, settings.DEFAULT_RPC_URL),
+                           datasets=os.environ.get(settings.ENV_DATASETS) or None),
         "spark": SparkResource(master=settings.spark_master_from_env(),
                                remote=settings.spark_remote_from_env()),
         "lake": LakeResource(uri=_env_or_default(settings.ENV_LAKE_URI, settings.DEFAULT_LAKE_URI)),

@@ -25,8 +25,10 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import pyarrow.compute as pc
 
 from ingestion.sink import BronzeLake, is_local
 
@@ -148,7 +150,23 @@ def first_missing_block(lake: BronzeLake, start: int, end: int) -> int:
     return start + len(numbers)
 
 
-def resume_point(lake: BronzeLake, checkpoint: str, start: int, end: int) -> int | None:
+def first_unwritten_block(lake: BronzeLake, start: int, end: int,
+                          tables: Sequence[str] = ("blocks",)) -> int:
+    """Where a scope without checkpoint starts writing ``tables`` in ``[start, end)``.
+
+    ``blocks`` (committed last, after the core tables) vouches for transactions and logs: its
+    first missing block. Traces can be written by runs of their own (``datasets``), so for them
+    the block after the highest one stored (a gap below it is for the continuity suite)."""
+    missing = first_missing_block(lake, start, end)
+    if "traces" in tables and missing > start:
+        numbers = lake.read_range("traces", start, missing, ["block_number"]).column(0)
+        top = pc.max(numbers).as_py() if len(numbers) else None
+        missing = min(missing, start if top is None else top + 1)
+    return missing
+
+
+def resume_point(lake: BronzeLake, checkpoint: str, start: int, end: int,
+                 tables: Sequence[str] = ("blocks",)) -> int | None:
     """Where the scope ``[start, end)`` should start when not where its checkpoint says; else None.
 
     An unreadable checkpoint is set aside first. With no checkpoint progress, the first block
@@ -157,7 +175,7 @@ def resume_point(lake: BronzeLake, checkpoint: str, start: int, end: int) -> int
     """
     set_aside_if_unreadable(checkpoint)
     if not has_progress(checkpoint):
-        missing = first_missing_block(lake, start, end) if end > start else start
+        missing = first_unwritten_block(lake, start, end, tables) if end > start else start
         if missing == start:
             return None
         log.info("the lake already holds blocks [%d, %d): starting at %d", start, missing, missing)

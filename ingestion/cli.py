@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="expected chain id; fail if the node reports another")
     ingest.add_argument("--requests-per-second", type=_positive_number, default=None,
                         help="cap on JSON-RPC requests per second per task")
+    ingest.add_argument("--datasets", default=None,
+                        help="tables to write, comma-separated: blocks,transactions,logs,traces "
+                             "(default: the first three, plus traces when the node serves a "
+                             "tracing API; blocks are always written: they carry the links)")
+    ingest.add_argument("--trace-api", choices=("parity", "geth"), default=None,
+                        help="parity: trace_block; geth: debug_traceBlockByNumber with "
+                             "callTracer (default: asked of the node, parity first)")
     ingest.add_argument("--max-reorg-depth", type=_positive, default=None,
                         help="deepest divergence from the node repaired as a reorg; deeper is "
                              "refused (default per chain: 128 on mainnet)")
@@ -326,6 +333,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         max_blocks_per_trigger=args.max_blocks_per_trigger,
         blocks_per_partition=args.blocks_per_partition,
         rpc_requests_per_second=args.requests_per_second,
+        datasets=args.datasets, trace_api=args.trace_api,
     )
     return ingest_and_report(opts, lake_uri_of(args), args.spark_master, args.max_reorg_depth)
 
@@ -470,10 +478,15 @@ def _source_options(**values):
     return opts
 
 
+def _rows_text(rows: dict[str, int]) -> str:
+    """``1,234 transactions, 2,345 logs, 3,456 traces`` (blocks are counted apart)."""
+    return ", ".join(f"{n:,} {name}" for name, n in rows.items() if name != "blocks") or "no rows"
+
+
 def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
                       max_reorg_depth: int | None = None) -> int:
     """Preflight, run, print progress and a summary."""
-    from ingestion.ingest import bind_lake_to_chain, explain_failure, run_ingest
+    from ingestion.ingest import bind_lake_to_chain, explain_failure, resolve_datasets, run_ingest
     from ingestion.rpc import redact_url
     from ingestion.sink import BronzeLake
 
@@ -486,13 +499,15 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
     check_lake(lake_uri)  # a file, a read-only or full file system: now, not after Spark starts
     lake = BronzeLake(lake_uri)
     bind_lake_to_chain(lake, opts, view)  # another chain than the lake's: refused before Spark
+    opts = resolve_datasets(opts)  # traces asked of a node without a tracing API: refused now
     print(f"chainlake ingest: chain {view.chain_id} at {redact_url(opts.rpc_url)}, head "
-          f"{view.head}; blocks [{opts.start_block}, {target}) into {lake.root}", flush=True)
+          f"{view.head}; blocks [{opts.start_block}, {target}) into {lake.root} "
+          f"({opts.datasets.replace(',', ', ')}"
+          f"{f'; traces by {opts.trace_api}' if opts.trace_api else ''})", flush=True)
 
     def on_batch(p) -> None:
         rate = (p.end - opts.start_block) / p.seconds if p.seconds else 0.0
-        print(f"  batch {p.batch_id}: blocks [{p.start}, {p.end}) "
-              f"{p.rows['transactions']:,} txs {p.rows['logs']:,} logs — "
+        print(f"  batch {p.batch_id}: blocks [{p.start}, {p.end}) {_rows_text(p.rows)} — "
               f"{p.end - opts.start_block:,}/{target - opts.start_block:,} blocks, "
               f"{rate:,.0f} blocks/s; {p.json_bytes / 1e6:,.1f} MB of JSON; task seconds: "
               f"{p.describe_stages()}", flush=True)
@@ -512,8 +527,8 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
     if not result.batches:
         print(f"chainlake ingest: up to date, nothing new before block {result.target_end}")
         return 0
-    print(f"chainlake ingest: done — {result.blocks:,} blocks, "
-          f"{result.rows('transactions'):,} transactions, {result.rows('logs'):,} logs in "
+    rows = {name: result.rows(name) for name in result.versions()}
+    print(f"chainlake ingest: done — {result.blocks:,} blocks, {_rows_text(rows)} in "
           f"{result.seconds:.1f}s ({result.blocks_per_second:,.0f} blocks/s, "
           f"{len(result.batches)} micro-batches); next block {result.next_block}")
     for name, version in result.versions().items():

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ingestion import settings
 from ingestion.checkpoint import query_id, resume_point, scope_lock
+from ingestion.datasets.traces import TracingUnsupportedError, detect_trace_api
 from ingestion.identity import (
     ChainIdentity,
     ChainIdentityError,
@@ -33,13 +34,14 @@ from ingestion.identity import (
 from ingestion.links import Segment, check_segment_links
 from ingestion.reorg import Divergence, find_divergence
 from ingestion.rpc import MissingBlockError
-from ingestion.schemas import FILES_NAME, TABLES
+from ingestion.schemas import CORE_TABLES, FILES_NAME, TABLES
 from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult
 from ingestion.source import (
     ChainView,
     InconsistentChainError,
     SourceOptions,
     observe_chain,
+    parse_datasets,
 )
 from ingestion.staging import StagedRange, TaskFigures, delete_table_files
 
@@ -129,6 +131,7 @@ class IngestResult:
     seconds: float = 0.0
     reorg: ReorgRepair | None = None
     rewound_to: int | None = None  # the checkpoint was ahead of the lake: restarted here
+    tables: tuple[str, ...] = CORE_TABLES  # the tables the run writes
 
     @property
     def blocks(self) -> int:
@@ -168,6 +171,28 @@ def preflight(opts: SourceOptions) -> ChainView:
     """Check the options and the node before Spark starts; raises with a clear message."""
     opts.validate()
     return observe_chain(opts)
+
+
+def resolve_datasets(opts: SourceOptions) -> SourceOptions:
+    """Options naming the tables the run writes and, with traces, the node's trace API.
+
+    Without ``datasets``: the core tables, plus traces when the node serves a tracing API.
+    Traces asked for of a node without one: ``TracingUnsupportedError`` (before Spark starts).
+    """
+    chosen = parse_datasets(opts.datasets) if opts.datasets else None
+    api = opts.trace_api
+    if (chosen is None or "traces" in chosen) and api is None:
+        with opts.client() as client:
+            try:
+                api = detect_trace_api(client)
+            except TracingUnsupportedError:
+                if chosen is not None:
+                    raise
+                log.info("the node serves no tracing API: traces are not ingested")
+    if chosen is None:
+        chosen = CORE_TABLES + (("traces",) if api else ())
+    return replace(opts, datasets=",".join(chosen),
+                   trace_api=api if "traces" in chosen else None)
 
 
 def pin_to_chain(opts: SourceOptions, view: ChainView) -> SourceOptions:
@@ -252,16 +277,17 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
                max_reorg_depth: int | None) -> IngestResult:
     view = preflight(opts)
     opts = pin_to_chain(replace(opts, dataset=FILES_NAME, lake=lake.root), view)
+    opts = resolve_datasets(opts)
     started = time.monotonic()
     bind_lake_to_chain(lake, opts, view)
     reorg = repair_reorg(spark, opts, lake, view, max_depth=max_reorg_depth)
     # The run ends at the safe head captured now, however far the chain grows while it runs.
     target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
-    rewound_to = resume_point(lake, checkpoint, opts.start_block, target)
+    rewound_to = resume_point(lake, checkpoint, opts.start_block, target, opts.tables())
     if rewound_to is not None:
         opts = replace(opts, start_block=rewound_to)
     result = IngestResult(start_block=opts.start_block, target_end=target, chain=view,
-                          reorg=reorg, rewound_to=rewound_to)
+                          reorg=reorg, rewound_to=rewound_to, tables=opts.tables())
     if opts.start_block >= target:
         result.seconds = time.monotonic() - started
         return result
@@ -359,7 +385,7 @@ def commit_linked(spark, opts: SourceOptions, lake: BronzeLake, staged: StagedRa
         broken = check_segment_links(segments, start, end, lake, opts.client)
         if broken is None:
             written = {name: lake.commit_files(name, staged.files[name], start, end)
-                       for name in WRITE_ORDER if name != "blocks"}
+                       for name in WRITE_ORDER if name != "blocks" and name in staged.files}
             # The blocks commit comes last and says what the batch was (progress for the run
             # that started it, wherever this runs).
             batch_id = app_transaction[1] if app_transaction is not None else -1

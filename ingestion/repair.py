@@ -38,6 +38,7 @@ from ingestion.ingest import (
     preflight,
     reingest_range,
     repair_reorg,
+    resolve_datasets,
 )
 from ingestion.reorg import Divergence
 from ingestion.schemas import TABLES
@@ -147,6 +148,7 @@ def repair_lake(spark, opts: SourceOptions, lake: BronzeLake, start: int | None 
     """
     began = time.monotonic()
     view = preflight(opts)
+    opts = resolve_datasets(opts)  # the tables re-read: the core three, traces if the node can
     deleted = tuple(name for name in TABLES if lake.table(name) is None)
     bind_lake_to_chain(lake, opts, view)  # refuses another chain; recreates deleted tables
     reorg = repair_reorg(spark, opts, lake, view, rewrite_history=rewrite_history,

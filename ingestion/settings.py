@@ -80,6 +80,7 @@ def spark_remote_from_env() -> str | None:
 # Dagster partitions: fixed block ranges. Mainnet-sized by default; small on the devnet so the
 # demo and tests show several partitions.
 ENV_PARTITION_SIZE = "CHAINLAKE_PARTITION_SIZE"
+ENV_DATASETS = "CHAINLAKE_DATASETS"  # bronze tables Dagster runs write (default: see ingest)
 ENV_START_BLOCK = "CHAINLAKE_START_BLOCK"
 DEFAULT_PARTITION_SIZE = 100_000
 DEVNET_PARTITION_SIZE = 1_000

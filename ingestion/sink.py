@@ -33,6 +33,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +46,14 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from ingestion.errors import RefusedError
 from ingestion.identity import ChainIdentity
-from ingestion.schemas import TABLES
+from ingestion.schemas import TABLES, Table
 from ingestion.staging import TableFile, TableFileWriter, delete_table_files, read_table_file
 from ingestion.transform import split_bundle
 
 log = logging.getLogger("chainlake.sink")
 
 # Children first, blocks last: see module docstring.
-WRITE_ORDER = ("transactions", "logs", "blocks")
+WRITE_ORDER = ("transactions", "logs", "traces", "blocks")
 COMMIT_ATTEMPTS = 20
 # Every commit of chainlake carries an application transaction of this id, so any two commits
 # racing on one table conflict and the loser retries on a fresh snapshot. delta-rs checks a
@@ -89,15 +90,22 @@ class WriteResult:
 
 
 class BronzeLake:
-    """The lake root: ``bronze/{blocks,transactions,logs}`` and ``_checkpoints/<scope>``."""
+    """The lake root: ``bronze/{blocks,transactions,logs,traces}`` and ``_checkpoints/<scope>``.
+
+    ``layer`` and ``tables`` say which tables an instance handles (``ingestion.silver.SilverLake``
+    is the same machinery over ``silver/``): creation, schema checks and range replaces.
+    """
+
+    layer: str = "bronze"
+    tables: Mapping[str, Table] = TABLES
 
     def __init__(self, root: str) -> None:
         self.root = normalize_uri(root)
 
     def table_uri(self, name: str) -> str:
-        if name not in TABLES:
-            raise ValueError(f"unknown bronze table {name!r}")
-        return f"{self.root}/bronze/{name}"
+        if name not in self.tables:
+            raise ValueError(f"unknown {self.layer} table {name!r}")
+        return f"{self.root}/{self.layer}/{name}"
 
     def checkpoint_uri(self, scope: str) -> str:
         return f"{self.root}/_checkpoints/{scope}"
@@ -115,12 +123,12 @@ class BronzeLake:
 
     def exists(self) -> bool:
         """Does the lake hold any bronze table yet?"""
-        return any(self.table(name) is not None for name in TABLES)
+        return any(self.table(name) is not None for name in self.tables)
 
     def identity(self) -> ChainIdentity | None:
         """The chain recorded in the tables' metadata (None: no table has one yet)."""
         found: dict[str, ChainIdentity] = {}
-        for name in TABLES:
+        for name in self.tables:
             dt = self.table(name)
             if dt is None:
                 continue
@@ -143,7 +151,7 @@ class BronzeLake:
         without an identity (made by an earlier version) gets it recorded. The caller has
         checked that ``identity`` is the node's and the lake's.
         """
-        for name in TABLES:
+        for name in self.tables:
             dt = self.table(name)
             if dt is None:
                 self._create(name, identity)
@@ -158,7 +166,7 @@ class BronzeLake:
 
     def check_schema(self, name: str, dt: DeltaTable) -> None:
         """``LakeError`` naming the columns of ``dt`` that are missing or of another type."""
-        declared = DeltaSchema.from_arrow(TABLES[name].arrow_schema)
+        declared = DeltaSchema.from_arrow(self.tables[name].arrow_schema)
         stored = {f.name: f.type for f in dt.schema().fields}
         missing = [f.name for f in declared.fields if f.name not in stored]
         mistyped = [f"{f.name} ({_type_name(stored[f.name])}, expected {_type_name(f.type)})"
@@ -166,14 +174,15 @@ class BronzeLake:
         if missing or mistyped:
             problems = ([f"missing columns {', '.join(missing)}"] if missing else []) + (
                 [f"mistyped columns {', '.join(mistyped)}"] if mistyped else [])
-            raise LakeError(f"{self.table_uri(name)} does not have the bronze {name} schema: "
+            raise LakeError(f"{self.table_uri(name)} does not have the {self.layer} {name} schema: "
                             + "; ".join(problems))
 
     def _create(self, name: str, identity: ChainIdentity | None) -> None:
         """Create the empty table once, whatever other writers do at the same moment."""
         uri = self.table_uri(name)
         configuration = {**TABLE_PROPERTIES, **(identity.properties() if identity else {})}
-        create = dict(schema=TABLES[name].arrow_schema, name=name, description=TABLES[name].doc,
+        table = self.tables[name]
+        create = dict(schema=table.arrow_schema, name=name, description=table.doc,
                       configuration=configuration, raise_if_key_not_exists=False)
         if not is_local(uri):
             # Object stores: delta-rs's own put-if-absent of version 0 (its retry of a lost
@@ -200,7 +209,7 @@ class BronzeLake:
     def read(self, name: str) -> pa.Table:
         """The whole table as Arrow (declared schema), empty if it does not exist yet."""
         dt = self.table(name)
-        schema = TABLES[name].arrow_schema
+        schema = self.tables[name].arrow_schema
         if dt is None:
             return schema.empty_table()
         self.check_schema(name, dt)
@@ -234,7 +243,7 @@ class BronzeLake:
                    ) -> pa.Table:
         """Rows of blocks ``[start, end)`` (file statistics prune the rest), declared types."""
         dt = self.table(name)
-        schema = TABLES[name].arrow_schema
+        schema = self.tables[name].arrow_schema
         wanted = columns or schema.names
         if dt is None:
             return schema.empty_table().select(wanted)
@@ -275,7 +284,8 @@ class BronzeLake:
             raise ValueError(f"empty block range [{start}, {end})")
         # delta-rs silently coerces some wrong types: cast to the declared schema first (the range
         # check below must compare numbers, not e.g. the text "10" with 9).
-        data = rows.select(TABLES[name].arrow_schema.names).cast(TABLES[name].arrow_schema)
+        schema = self.tables[name].arrow_schema
+        data = rows.select(schema.names).cast(schema)
         numbers = data.column("block_number")
         if len(data) and (pc.min(numbers).as_py() < start
                           or pc.max(numbers).as_py() >= end):
@@ -321,7 +331,7 @@ class BronzeLake:
             actions = [_add_action(f) for f in [*files, *rewritten]] + removes
             if actions or app_transaction is not None:
                 dt.create_write_transaction(
-                    actions, mode="append", schema=TABLES[name].arrow_schema,
+                    actions, mode="append", schema=self.tables[name].arrow_schema,
                     commit_properties=_commit_properties(app_transaction, start, end, info))
 
         _with_retries(commit, f"{name}: [{start}, {end})")
@@ -370,7 +380,7 @@ class BronzeLake:
         return {
             name: self.replace_range(name, tables[name], start, end,
                                      app_transaction if name == "blocks" else None)
-            for name in WRITE_ORDER
+            for name in WRITE_ORDER if name in tables
         }
 
 

@@ -1,4 +1,4 @@
-"""The `evm` Spark data source: EVM blocks, transactions and logs read over JSON-RPC.
+"""The `evm` Spark data source: EVM blocks, transactions, logs and traces read over JSON-RPC.
 
 Batch::
 
@@ -15,12 +15,16 @@ Options
     rpc_url                  required; http(s) JSON-RPC endpoint (credentials are never logged)
     start_block              first block, inclusive (default 0)
     end_block                last block, exclusive; batch default and stream cap: the safe head
-    dataset                  blocks | transactions | logs | bundle | files (default blocks);
-                             ``bundle`` is one row per block with its transactions and logs
-                             nested, so one fetch feeds all three bronze tables; ``files`` (the
-                             ingestion path) writes the three tables' rows as Parquet files into
+    dataset                  blocks | transactions | logs | traces | bundle | files (default
+                             blocks); ``bundle`` is one row per block with its transactions and
+                             logs nested, so one fetch feeds all three core tables; ``files``
+                             (the ingestion path) writes the tables' rows as Parquet files into
                              the lake's tables and yields one row per file (ingestion.staging)
     lake                     the lake root the ``files`` dataset writes into (required for it)
+    datasets                 the ``files`` dataset's tables, e.g. ``blocks,traces`` (default the
+                             core three; ``blocks`` is always written: it carries the links)
+    trace_api                parity (``trace_block``) | geth (``debug_traceBlockByNumber`` with
+                             callTracer); default: asked of the node, parity first
     confirmations            blocks kept back from the head (default per chain, see settings)
     chain_id                 expected chain id; a node reporting another one fails the query
     max_blocks_per_trigger   admission control: blocks per micro-batch (streams)
@@ -56,8 +60,17 @@ from pyspark.sql.streaming.datasource import (
 from pyspark.sql.types import StructType
 
 from ingestion import settings
+from ingestion.datasets.traces import TRACE_APIS, detect_trace_api, fetch_traces
 from ingestion.rpc import RpcClient, RpcSettings
-from ingestion.schemas import BUNDLE_NAME, FILES_NAME, SOURCE_DATASETS, arrow_schema_of, spark_schema
+from ingestion.schemas import (
+    BUNDLE_NAME,
+    CORE_TABLES,
+    FILES_NAME,
+    SOURCE_DATASETS,
+    TABLES,
+    arrow_schema_of,
+    spark_schema,
+)
 
 log = logging.getLogger("chainlake.source")
 
@@ -94,6 +107,10 @@ class SourceOptions:
     rpc_max_batch_size: int = RpcSettings.max_batch_size
     rpc_requests_per_second: float | None = None
     lake: str | None = None  # the ``files`` dataset: lake root whose tables the tasks write into
+    # The ``files`` dataset: tables to write, comma-separated (``blocks`` always: it carries the
+    # links that prove continuity); None: the core three.
+    datasets: str | None = None
+    trace_api: str | None = None  # "parity" (trace_block) | "geth" (callTracer); None: ask node
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> SourceOptions:
@@ -111,7 +128,7 @@ class SourceOptions:
                 continue
             kind = known[name].type
             try:
-                if name in ("dataset", "lake"):
+                if name in ("dataset", "lake", "datasets", "trace_api"):
                     values[name] = raw
                 elif "float" in str(kind):
                     values[name] = float(raw)
@@ -134,6 +151,11 @@ class SourceOptions:
                                     f"{', '.join(SOURCE_DATASETS)}, got {self.dataset!r}")
         if self.dataset == FILES_NAME and not self.lake:
             raise SourceOptionError("the 'files' dataset needs option 'lake' (the lake root)")
+        if self.datasets is not None:
+            parse_datasets(self.datasets)
+        if self.trace_api is not None and self.trace_api not in TRACE_APIS:
+            raise SourceOptionError(f"option 'trace_api' must be one of {', '.join(TRACE_APIS)}, "
+                                    f"got {self.trace_api!r}")
         if self.start_block < 0:
             raise SourceOptionError(f"start_block must be >= 0, got {self.start_block}")
         if self.end_block is not None and self.end_block <= self.start_block:
@@ -160,6 +182,15 @@ class SourceOptions:
         except (TypeError, ValueError) as err:
             raise SourceOptionError(str(err)) from None
 
+    def tables(self) -> tuple[str, ...]:
+        """The bronze tables a task builds: the ``files`` dataset's ``datasets``, the bundle's
+        three, or the one table asked for."""
+        if self.dataset == FILES_NAME:
+            return parse_datasets(self.datasets) if self.datasets else CORE_TABLES
+        if self.dataset == BUNDLE_NAME:
+            return CORE_TABLES
+        return (self.dataset,)
+
     def as_spark_options(self) -> dict[str, str]:
         """The options as Spark strings, omitting unset ones (inverse of ``parse``)."""
         return {k: str(v) for k, v in asdict(self).items() if v is not None}
@@ -172,6 +203,17 @@ class SourceOptions:
             max_batch_size=self.rpc_max_batch_size,
             requests_per_second=self.rpc_requests_per_second,
         )
+
+
+def parse_datasets(text: str) -> tuple[str, ...]:
+    """``"logs,traces"`` → the tables to write, in storage order, ``blocks`` always included
+    (the spine: its links prove every table's continuity); names an unknown one."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(TABLES))
+    if unknown or not names:
+        raise SourceOptionError(f"datasets must be a comma-separated list of "
+                                f"{', '.join(TABLES)}; got {text!r}")
+    return tuple(t for t in TABLES if t in names or t == "blocks")
 
 
 @dataclass(frozen=True)
@@ -235,10 +277,23 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
 
     from ingestion.transform import RawBlock, TransformError
 
+    tables = opts.tables()
+    with_receipts = "transactions" in tables or "logs" in tables
+    trace_api = opts.trace_api
+
     def fetch(client, a: int, b: int) -> list[RawBlock]:
-        if opts.dataset == "blocks":  # block rows need no receipts: half the node's work
-            return [RawBlock(block, []) for block in client.get_blocks(range(a, b))]
-        return client.fetch_raw_blocks(a, b)
+        nonlocal trace_api
+        if with_receipts:
+            raw = client.fetch_raw_blocks(a, b)
+        else:  # blocks and traces need neither receipts nor transaction objects
+            raw = [RawBlock(block, []) for block in client.get_blocks(range(a, b), False)]
+        if "traces" not in tables:
+            return raw
+        if trace_api is None:
+            trace_api = detect_trace_api(client)
+        replies = fetch_traces(client, range(a, b), trace_api)
+        return [RawBlock(r.block, r.receipts, t, trace_api)
+                for r, t in zip(raw, replies, strict=True)]
 
     last_error: Exception | None = None
     for _ in range(attempts):
@@ -292,7 +347,7 @@ def _output_of(opts: SourceOptions, part: BlockRange):
     if opts.dataset == FILES_NAME:
         from ingestion.staging import StagedOutput
 
-        return StagedOutput(opts.lake, part.chain_id, part.start, part.end)
+        return StagedOutput(opts.lake, part.chain_id, part.start, part.end, opts.tables())
     return _Batches(opts.dataset, part.chain_id)
 
 

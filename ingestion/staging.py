@@ -21,7 +21,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ingestion.schemas import FILES_SCHEMA, TABLES
+from ingestion.schemas import CORE_TABLES, FILES_SCHEMA, TABLES
 
 # Rows buffered per table before they are encoded as one Parquet row group: bounds a task's
 # memory whatever its block range (a mainnet transaction row is ~1 KB; 16 Ki rows is ~100 mainnet
@@ -150,10 +150,11 @@ def delete_table_files(lake_root: str, files: list[TableFile]) -> None:
 class StagedOutput:
     """What a task of the ``files`` dataset produces from the chunks of blocks it reads."""
 
-    def __init__(self, lake_root: str, chain_id: int, start: int, end: int) -> None:
+    def __init__(self, lake_root: str, chain_id: int, start: int, end: int,
+                 tables: Sequence[str] = CORE_TABLES) -> None:
         self.chain_id, self.start, self.end = chain_id, start, end
         self.writers = {name: TableFileWriter(f"{lake_root}/bronze/{name}", name)
-                        for name in TABLES}
+                        for name in tables}
         self.first_parent_hash: str | None = None
         self.last_block_hash: str | None = None
         self.seconds = {"fetch": 0.0, "transform": 0.0, "write": 0.0}
@@ -162,7 +163,7 @@ class StagedOutput:
         from ingestion.transform import table_batches
 
         began = time.perf_counter()
-        tables = table_batches(self.chain_id, raw)
+        tables = table_batches(self.chain_id, raw, tuple(self.writers))
         transformed = time.perf_counter()
         for name, batch in tables.items():
             self.writers[name].add(batch)
@@ -241,7 +242,8 @@ class StagedRange:
         """From the ``files`` dataset's rows (one per table per task); None for no rows."""
         if rows.num_rows == 0:
             return None
-        files: dict[str, list[TableFile]] = {name: [] for name in TABLES}
+        written = set(rows.column("table").to_pylist())
+        files: dict[str, list[TableFile]] = {name: [] for name in TABLES if name in written}
         tasks: dict[int, tuple[int, int, str, str]] = {}
         figures: dict[int, TaskFigures] = {}
         for r in rows.to_pylist():

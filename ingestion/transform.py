@@ -44,6 +44,8 @@ class RawBlock:
 
     block: dict  # eth_getBlockByNumber(n, true) result (full transaction objects)
     receipts: list[dict]  # receipts of its transactions, in transaction-index order
+    traces: list | None = None  # the trace API's reply for the block, when traces are read
+    trace_api: str | None = None  # which API gave ``traces``: "parity" or "geth"
 
 
 class TransformError(ValueError):
@@ -625,18 +627,38 @@ def _struct_list_column(table: schemas.Table, cols: dict[str, pa.Array],
 # Public API.
 
 
-def table_batches(chain_id: int, blocks: Sequence[RawBlock]) -> dict[str, pa.RecordBatch]:
-    """The three bronze tables' rows for these blocks: ``{"blocks", "transactions", "logs"}``.
+def table_batches(chain_id: int, blocks: Sequence[RawBlock],
+                  tables: Sequence[str] = schemas.CORE_TABLES) -> dict[str, pa.RecordBatch]:
+    """The bronze tables' rows for these blocks, for each of ``tables`` (default the three
+    core tables; ``traces`` needs ``RawBlock.traces``, ``blocks`` alone needs no receipts).
 
     Each batch's schema is exactly ``schemas.TABLES[name].arrow_schema``.
     """
-    batch = _prepare(chain_id, blocks, with_txs=True, with_receipts=True)
-    txs = _transactions(batch)
-    return {
-        "blocks": _record_batch(schemas.BLOCKS, _blocks(batch)),
-        "transactions": _record_batch(schemas.TRANSACTIONS, txs),
-        "logs": _record_batch(schemas.LOGS, _logs(batch, txs)),
-    }
+    out: dict[str, pa.RecordBatch] = {}
+    with_txs = "transactions" in tables or "logs" in tables
+    batch = _prepare(chain_id, blocks, with_txs=with_txs, with_receipts=with_txs)
+    if "blocks" in tables:
+        out["blocks"] = _record_batch(schemas.BLOCKS, _blocks(batch))
+    if with_txs:
+        txs = _transactions(batch)
+        if "transactions" in tables:
+            out["transactions"] = _record_batch(schemas.TRANSACTIONS, txs)
+        if "logs" in tables:
+            out["logs"] = _record_batch(schemas.LOGS, _logs(batch, txs))
+    if "traces" in tables:
+        out["traces"] = trace_batch(chain_id, blocks)
+    return out
+
+
+def trace_batch(chain_id: int, blocks: Sequence[RawBlock]) -> pa.RecordBatch:
+    """The ``traces`` rows of blocks read with their traces (``RawBlock.traces``)."""
+    from ingestion.datasets.traces import traces_from_geth, traces_from_parity
+
+    apis = {rb.trace_api for rb in blocks}
+    if len(apis) != 1 or None in apis or any(rb.traces is None for rb in blocks):
+        raise ValueError("trace rows need every block read with its traces, from one trace API")
+    build = traces_from_parity if apis == {"parity"} else traces_from_geth
+    return build(chain_id, [rb.block for rb in blocks], [rb.traces for rb in blocks])
 
 
 def bundle_batch(chain_id: int, blocks: Sequence[RawBlock]) -> pa.RecordBatch:
@@ -670,13 +692,15 @@ def dataset_batch(dataset: str, chain_id: int, blocks: Sequence[RawBlock]) -> pa
         return _record_batch(schemas.LOGS, _logs(batch, txs))
     if dataset == schemas.BUNDLE_NAME:
         return bundle_batch(chain_id, blocks)
+    if dataset == "traces":
+        return trace_batch(chain_id, blocks)
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(schemas.DATASETS)}")
 
 
 def split_bundle(bundle: pa.Table | pa.RecordBatch) -> dict[str, pa.Table]:
     """The three bronze tables from bundle rows, each cast to exactly its declared schema."""
     batches = [bundle] if isinstance(bundle, pa.RecordBatch) else bundle.to_batches()
-    parts: dict[str, list[pa.Table]] = {name: [] for name in schemas.TABLES}
+    parts: dict[str, list[pa.Table]] = {name: [] for name in schemas.CORE_TABLES}
     block_names = schemas.BLOCKS.column_names
     for b in batches:
         parts["blocks"].append(pa.Table.from_batches([b.select(block_names)]))
