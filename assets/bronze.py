@@ -83,6 +83,11 @@ _REFUSAL_NAMES = {cls.__name__ for cls in _REFUSALS} | {
     "ChainIdentityError", "DeepReorgError", "LakeError"}  # as named inside Spark's errors
 
 
+# The bronze multi-asset is one Spark query per run: it cannot be subset, so a selection (CLI,
+# backfill) names all its tables; traces are then skipped when the node cannot serve them.
+BRONZE_SELECTION = ",".join(f"bronze/{name}" for name in TABLES)
+
+
 def bronze_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["bronze", table])
 

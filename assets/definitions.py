@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.bronze import bronze_ingest
-from assets.checks import bronze_continuity
+from assets.checks import CONTINUITY_CHECKS
 from assets.maintenance import (
     lake_maintenance,
     lake_maintenance_schedule,
@@ -15,6 +15,7 @@ from assets.maintenance import (
     purge_old_runs_schedule,
 )
 from assets.resources import default_resources
+from assets.silver import SILVER_ASSETS, SILVER_CHECKS
 from ingestion import settings
 from sensors import catch_up_job, catch_up_schedule, chain_head_sensor
 
@@ -38,8 +39,8 @@ def with_code_references(assets: list) -> list:
 
 
 defs = dg.Definitions(
-    assets=with_code_references([bronze_ingest]),
-    asset_checks=[bronze_continuity],
+    assets=with_code_references([bronze_ingest, *SILVER_ASSETS]),
+    asset_checks=[*CONTINUITY_CHECKS, *SILVER_CHECKS],
     jobs=[catch_up_job, lake_maintenance, purge_old_runs_job],
     sensors=[chain_head_sensor],
     schedules=[catch_up_schedule, lake_maintenance_schedule, purge_old_runs_schedule],

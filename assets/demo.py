@@ -86,8 +86,11 @@ def add_partitions(head: int) -> list[str]:
 
 
 def materialize(keys: list[str], env: dict[str, str], run_log: Path) -> int:
+    from assets.bronze import BRONZE_SELECTION
+    from assets.silver import SILVER_SELECTION
+
     cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "assets.definitions",
-           "--select", "bronze/blocks,bronze/transactions,bronze/logs",
+           "--select", f"{BRONZE_SELECTION},{SILVER_SELECTION}",
            "--partition-range", f"{keys[0]}...{keys[-1]}"]
     with open(run_log, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env={**env, **QUIET_DAGSTER_CLI}, stdout=log,
@@ -104,32 +107,35 @@ def materialize(keys: list[str], env: dict[str, str], run_log: Path) -> int:
 def summarize(lake_uri: str, head: int, seconds: float) -> None:
     import dagster as dg
 
+    from assets.checks import CHECK_SPECS
+    from assets.silver import SILVER_CHECKS
+    from ingestion.schemas import SILVER_TABLES, TABLES
+    from ingestion.silver import SilverLake
     from ingestion.sink import BronzeLake
 
-    lake = BronzeLake(lake_uri)
-    counts = {name: lake.read(name).num_rows for name in ("blocks", "transactions", "logs")}
+    lake, silver = BronzeLake(lake_uri), SilverLake(lake_uri)
+    counts = {f"bronze/{name}": lake.read(name).num_rows for name in TABLES}
+    counts.update({f"silver/{name}": silver.read(name).num_rows for name in SILVER_TABLES})
     with dg.DagsterInstance.get() as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey(["bronze", "blocks"]))
         meta = event.asset_materialization.metadata if event and event.asset_materialization \
             else {}
         checks = {}
-        for name in ("blocks", "transactions", "logs"):
-            record = instance.get_latest_asset_check_evaluation_record(
-                dg.AssetCheckKey(dg.AssetKey(["bronze", name]), "continuity"))
+        for spec in [*CHECK_SPECS, *(s for c in SILVER_CHECKS for s in c.check_specs)]:
+            record = instance.get_latest_asset_check_evaluation_record(spec.key)
             evaluation = record.evaluation if record is not None else None
-            checks[name] = ("not run" if evaluation is None
-                            else "passed" if evaluation.passed
-                            else f"FAILED at blocks {evaluation.metadata['offending_blocks'].value}")
+            checks[spec.asset_key.to_user_string()] = (
+                "not run" if evaluation is None else "passed" if evaluation.passed else "FAILED")
     rate = meta.get("blocks_per_second")
     print("demo: done")
-    print(f"  blocks        {counts['blocks']:>10,}   (chain head {head:,})")
-    print(f"  transactions  {counts['transactions']:>10,}")
-    print(f"  logs          {counts['logs']:>10,}")
+    for name, count in counts.items():
+        print(f"  {name:<24}{count:>10,}" + (f"   (chain head {head:,})"
+                                             if name == "bronze/blocks" else ""))
     print(f"  Dagster run   {seconds:,.0f}s including Spark start; ingestion "
           f"{rate.value if rate else '?'} blocks/s")
-    print("  continuity    " + ", ".join(f"{name} {state}" for name, state in checks.items())
-          + "  (great-expectations, blocking asset checks)")
-    print(f"  tables        {lake.root}/bronze/{{blocks,transactions,logs}} (Delta)")
+    print("  checks        " + ", ".join(f"{name} {state}" for name, state in checks.items())
+          + "  (blocking asset checks; bronze: great-expectations continuity)")
+    print(f"  tables        {lake.root}/{{bronze,silver}}/<table> (Delta)")
     print("Query them:")
     print(f"  .venv/bin/python -c \"import polars as pl; print(pl.read_delta("
           f"'{lake.table_uri('transactions')}').group_by('transaction_type').len())\"")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from measure import PeakRss, report  # noqa: E402
 
+from assets.bronze import BRONZE_SELECTION  # noqa: E402
 from ingestion.devnet import Devnet, free_port  # noqa: E402
 from ingestion.devnet.traffic import generate_load  # noqa: E402
 from ingestion.ranges import spans_through  # noqa: E402
@@ -81,7 +82,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", add, *keys], cwd=REPO, env=env, check=True)
         seconds, rss, _ = timed([str(BIN / "dagster"), "asset", "materialize", "-m",
                                  "assets.definitions", "--select",
-                                 "bronze/blocks,bronze/transactions,bronze/logs",
+                                 BRONZE_SELECTION,
                                  "--partition-range", f"{keys[0]}...{keys[-1]}"], env)
         report(f"Dagster backfill ({len(keys)} partitions, 1 run)", blocks, seconds, rss)
 

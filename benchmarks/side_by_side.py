@@ -76,6 +76,7 @@ sys.path.insert(0, str(BENCH))
 
 from measure import MeasuredTree, tree_cpu  # noqa: E402
 
+from assets.bronze import BRONZE_SELECTION  # noqa: E402
 from ingestion.ranges import spans_through  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -302,7 +303,7 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
             subprocess.run([sys.executable, "-c", ADD_PARTITIONS, *keys], cwd=REPO, env=env,
                            check=True, capture_output=True)
             return ([str(BIN / "dagster"), "asset", "materialize", "-m", "assets.definitions",
-                     "--select", "bronze/blocks,bronze/transactions,bronze/logs",
+                     "--select", BRONZE_SELECTION,
                      "--partition-range", f"{keys[0]}...{keys[-1]}"], env, REPO)
 
         tools.append(Tool("dagster", "Dagster backfill (1 run)", dagster,

@@ -25,6 +25,28 @@ offending blocks:
                    - log indexes are 0..m-1 (no gap, no duplicate key);
                    - every log's transaction (block, index, hash) exists;
                    - every row carries its block's hash and the chain id.
+``traces``         one row per block number of the *traces window* (below) present in ``blocks``,
+                   ``transactions`` or ``traces``; a top-level trace is one with a
+                   ``transaction_index`` and an empty ``trace_address``:
+                   - every transaction has exactly one top-level trace with its
+                     ``transaction_index`` and ``transaction_hash``;
+                   - the top-level traces of a block number its ``transaction_count`` (a missing
+                     block row counts as -1): a block with transactions but no traces fails;
+                   - a top-level trace's ``status`` equals its transaction's ``receipt_status``
+                     (not checked where that is null: before Byzantium);
+                   - every trace of a transaction carries a (block, index, hash) that exists;
+                   - every row carries its block's hash and the chain id;
+                   - the distinct trace indexes are 0..n-1 (no gap), and no
+                     ``(block_number, trace_index)`` occurs twice.
+
+The traces window: traces were added to chainlake later than the other tables, a node may serve
+no tracing API, and a run may write only some tables (``--datasets``), so the ``traces`` table may
+be absent, empty or hold only part of the lake. Its checks apply to the blocks of the range from
+the lowest to the highest block the table holds (from its Delta file statistics): there a missing
+trace is a failure like any other; outside it the report says the traces were not checked
+(``ContinuityReport.not_checked`` when no block of the range is in the window, a note when only
+some are) — that is not a failure. A traces table that does not exist is no failure either
+(ingestion may never have written one), nor is one in ``deleted_tables``: it holds no window.
 
 Hashes are compared as integer codes from one Arrow dictionary (equal exactly when the strings
 are), not as 66-character Python strings. Results use GX's ``SUMMARY`` format with
@@ -45,9 +67,14 @@ data; that is what ``chainlake repair`` re-ingests. Only GX's handling of the lo
 time, about 4 µs per offending row (300,000 blocks with three expectations failing on every row:
 +2–3 s); a validation without ``collect_all`` is unchanged.
 
-A child table that does not exist (directory deleted, or no ``_delta_log``) is a failed
-outcome ``table exists`` naming every block of the range: ingestion always creates all three
-tables, and without it a deleted ``logs`` table would pass.
+A core child table (``transactions``, ``logs``) that does not exist (directory deleted, or no
+``_delta_log``) is a failed outcome ``table exists`` naming every block of the range: ingestion
+always creates those tables, and without it a deleted ``logs`` table would pass.
+
+``tables`` restricts the expectations to those about some of the tables (the Dagster checks on
+``bronze/traces`` run apart from the others): ``blocks`` is always read (the windows, the hashes),
+``transactions`` when its or the traces' expectations run, ``logs`` and ``traces`` only for their
+own. The traces read takes only the columns the suite needs (no input, output, addresses).
 
 Memory stays bounded on long ranges: the range is validated in windows of consecutive blocks
 (sized from the Delta file statistics to about ``ROWS_PER_WINDOW`` rows); each window is linked
@@ -76,11 +103,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from ingestion.coverage import file_spans
+from ingestion.schemas import TABLES
+
 if TYPE_CHECKING:
     from ingestion.sink import BronzeLake
 
-TABLE_ORDER = ("blocks", "transactions", "logs")
-ROWS_PER_WINDOW = 500_000  # rows of the three tables validated at once (~0.5 GB at peak)
+TABLE_ORDER = ("blocks", "transactions", "logs", "traces")
+CORE_TABLES = ("blocks", "transactions", "logs")  # ingestion always creates these
+ROWS_PER_WINDOW = 500_000  # rows of the tables validated at once (~0.5 GB at peak)
 MIN_WINDOW = 1_000  # blocks
 _COLUMNS = {
     "blocks": ["chain_id", "block_number", "block_hash", "parent_hash", "block_timestamp",
@@ -89,7 +120,10 @@ _COLUMNS = {
                      "transaction_hash"],
     "logs": ["chain_id", "block_number", "block_hash", "transaction_index", "transaction_hash",
              "log_index"],
+    "traces": ["chain_id", "block_number", "block_hash", "transaction_index", "transaction_hash",
+               "trace_address", "status", "trace_index"],
 }
+_RECEIPT_STATUS = "receipt_status"  # read from transactions for the windows the traces cover
 
 
 class NothingToValidate(ValueError):  # noqa: N818 - reads better at the call site
@@ -130,6 +164,14 @@ class ContinuityReport:
     windows: int = 1
     notes: list[str] = field(default_factory=list)
     missing_tables: list[str] = field(default_factory=list)  # bronze tables that do not exist
+    # Tables whose expectations did not run over any block of the range, with the reason
+    # (traces outside the traces window): not a failure.
+    not_checked: dict[str, str] = field(default_factory=dict)
+    # The blocks [a, b) of the range the traces expectations ran over (None: none), and the
+    # blocks [lowest, highest + 1) the traces table holds (None: absent or empty).
+    traces_checked: tuple[int, int] | None = None
+    traces_window: tuple[int, int] | None = None
+    tables: tuple[str, ...] = TABLE_ORDER  # the tables whose expectations were asked for
 
     @property
     def success(self) -> bool:
@@ -176,9 +218,13 @@ class ContinuityReport:
                     else "no stored block before it")
         chain = f"chain id {self.chain_id}" if self.chain_id is not None else "no chain id"
         took = f" in {self.seconds:.1f}s" if self.seconds else ""
+        if "blocks" not in self.tables:  # the links were not checked
+            boundary = "expectations about " + ", ".join(self.tables) + " only"
         lines.append(f"  {chain}; {boundary}; rows read: "
                      + ", ".join(f"{self.rows.get(t, 0):,} {t}" for t in TABLE_ORDER) + took)
         lines.extend(f"  note: {n}" for n in self.notes)
+        lines.extend(f"  skip  {table:<12} not checked: {why}"
+                     for table, why in self.not_checked.items())
         width = max((len(o.name) for o in self.outcomes), default=0)
         for o in self.outcomes:
             line = f"  {'ok  ' if o.success else 'FAIL'}  {o.table:<12} {o.name:<{width}}"
@@ -241,25 +287,50 @@ def _runs(numbers: np.ndarray) -> list[tuple[int, int]]:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _window_size(lake: BronzeLake, stored: tuple[int, int]) -> int:
-    """Blocks per window for about ``ROWS_PER_WINDOW`` rows, from the stored rows per block."""
-    span = stored[1] - stored[0] + 1
-    records = 0
-    for name in TABLE_ORDER:
-        stats = lake.file_stats(name)
-        if stats is not None and stats.num_rows:
-            records += pc.sum(stats.column("num_records")).as_py() or 0
-    per_block = max(records / span, 1.0)
-    return max(MIN_WINDOW, int(ROWS_PER_WINDOW / per_block))
+def _window_size(lake: BronzeLake, stored: tuple[int, int], tables: Iterable[str]) -> int:
+    """Blocks per window for about ``ROWS_PER_WINDOW`` rows, from the stored rows per block of
+    each table read, over the blocks it spans (traces may cover only part of the lake, densely)."""
+    per_block = 0.0
+    for name in tables:
+        files = file_spans(lake.file_stats(name))
+        records = sum(max(f.rows, 0) for f in files)
+        if not records:
+            continue
+        known = [f for f in files if f.known]
+        lo = min((f.lo for f in known), default=stored[0])
+        hi = max((f.hi for f in known), default=stored[1])
+        per_block += records / max(hi - lo + 1, 1)
+    return max(MIN_WINDOW, int(ROWS_PER_WINDOW / max(per_block, 1.0)))
+
+
+def traces_window(lake: BronzeLake) -> tuple[int, int] | None:
+    """Blocks ``[lowest, highest + 1)`` the ``traces`` table holds, from its Delta file
+    statistics (its ``block_number`` column is read only for files without them); None when
+    the table does not exist or is empty."""
+    files = [f for f in file_spans(lake.file_stats("traces")) if f.rows != 0]
+    if not files:
+        return None
+    if all(f.known for f in files):
+        return min(f.lo for f in files), max(f.hi for f in files) + 1
+    numbers = lake.table("traces").to_pyarrow_dataset().to_table(columns=["block_number"])[0]
+    if len(numbers) == 0:
+        return None
+    return pc.min(numbers).as_py(), pc.max(numbers).as_py() + 1
 
 
 def _where(lo: int, hi: int) -> pads.Expression:
     return (pads.field("block_number") >= lo) & (pads.field("block_number") < hi)
 
 
-def _read(lake: BronzeLake, name: str, lo: int, hi: int) -> pa.Table:
+def _read(lake: BronzeLake, name: str, lo: int, hi: int, extra: tuple[str, ...] = ()) -> pa.Table:
     """The columns the suite needs of the rows of blocks ``[lo, hi)`` (pruned by file stats)."""
-    return lake.read_range(name, lo, hi, _COLUMNS[name])
+    if hi <= lo:
+        return _empty(name, extra)
+    return lake.read_range(name, lo, hi, [*_COLUMNS[name], *extra])
+
+
+def _empty(name: str, extra: tuple[str, ...] = ()) -> pa.Table:
+    return TABLES[name].arrow_schema.empty_table().select([*_COLUMNS[name], *extra])
 
 
 def _majority_chain_id(lake: BronzeLake, start: int, end: int) -> int | None:
@@ -289,22 +360,32 @@ def _codes(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
 
 
 def _to_pandas(raw: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
-    """pandas frames of the raw tables with hashes as codes, sorted by block and index."""
-    blocks, txs, logs = raw["blocks"], raw["transactions"], raw["logs"]
-    block_codes = _codes([blocks["block_hash"], blocks["parent_hash"], txs["block_hash"],
-                          logs["block_hash"]])
-    tx_codes = _codes([txs["transaction_hash"], logs["transaction_hash"]])
-    replaced = {
-        "blocks": {"block_hash": block_codes[0], "parent_hash": block_codes[1]},
-        "transactions": {"block_hash": block_codes[2], "transaction_hash": tx_codes[0]},
-        "logs": {"block_hash": block_codes[3], "transaction_hash": tx_codes[1]},
-    }
+    """pandas frames of the raw tables with hashes as codes, sorted by block and index.
+
+    ``traces`` (when present) have ``trace_address`` replaced by its length ``depth`` and a
+    null ``transaction_index`` (rewards) by -1."""
+    children = [name for name in raw if name != "blocks"]
+    blocks = raw["blocks"]
+    block_codes = _codes([blocks["block_hash"], blocks["parent_hash"],
+                          *(raw[name]["block_hash"] for name in children)])
+    tx_codes = _codes([raw[name]["transaction_hash"] for name in children])
+    replaced = {"blocks": {"block_hash": block_codes[0], "parent_hash": block_codes[1]}}
+    for i, name in enumerate(children):
+        replaced[name] = {"block_hash": block_codes[2 + i], "transaction_hash": tx_codes[i]}
     frames = {}
     for name, table in raw.items():
         for column, codes in replaced[name].items():
             table = table.set_column(table.schema.get_field_index(column), column, codes)
+        if name == "traces":
+            at = table.schema.get_field_index("trace_address")
+            table = table.set_column(at, "depth", pc.list_value_length(table["trace_address"])
+                                     .cast(pa.int64()))
+            at = table.schema.get_field_index("transaction_index")
+            table = table.set_column(at, "transaction_index",
+                                     pc.fill_null(table["transaction_index"], -1))
         frame = table.to_pandas()
-        keys = ["block_number"] + [k for k in ("transaction_index", "log_index") if k in frame]
+        keys = ["block_number"] + (["trace_index"] if name == "traces" else
+                                   [k for k in ("transaction_index", "log_index") if k in frame])
         frames[name] = frame.sort_values(keys, kind="stable", ignore_index=True)
     return frames
 
@@ -356,8 +437,11 @@ def _index_errors(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _per_block(frame: pd.DataFrame, index_column: str, chain_id: int | None,
-               block_hashes: pd.Series) -> pd.DataFrame:
-    """Aggregate a child table per block: rows, index errors, wrong chain id, stale block hash."""
+               block_hashes: pd.Series, distinct: bool = False) -> pd.DataFrame:
+    """Aggregate a child table per block: rows, index errors, wrong chain id, stale block hash.
+
+    ``distinct``: the index errors are those of the distinct indexes (a gap; duplicates are
+    counted apart, as ``duplicate_rows``)."""
     numbers = frame["block_number"]
     hashes = numbers.map(block_hashes)
     per = pd.DataFrame({
@@ -367,6 +451,10 @@ def _per_block(frame: pd.DataFrame, index_column: str, chain_id: int | None,
     })
     agg = per.groupby("block_number").agg(rows=("stale", "size"), stale_rows=("stale", "sum"),
                                           wrong_chain_rows=("wrong_chain", "sum"))
+    if distinct:
+        twice = frame.duplicated(["block_number", index_column])
+        agg["duplicate_rows"] = twice.groupby(numbers).sum().reindex(agg.index, fill_value=0)
+        frame = frame[~twice.to_numpy()]
     agg["indexes_ok"] = ~_index_errors(frame, index_column).reindex(agg.index, fill_value=False)
     return agg
 
@@ -406,6 +494,51 @@ def _logs_frame(logs: pd.DataFrame, txs: pd.DataFrame, chain_id: int | None,
     })
 
 
+def _traces_frame(blocks: pd.DataFrame, txs: pd.DataFrame, traces: pd.DataFrame,
+                  chain_id: int | None, block_hashes: pd.Series, lo: int, hi: int
+                  ) -> pd.DataFrame:
+    """One row per block of ``[lo, hi)`` (the window's part of the traces window) present in
+    ``blocks``, ``transactions`` or ``traces``; ``traces`` holds only rows of ``[lo, hi)``."""
+    blocks = blocks[(blocks["block_number"] >= lo) & (blocks["block_number"] < hi)]
+    txs = txs[(txs["block_number"] >= lo) & (txs["block_number"] < hi)]
+    counts = blocks.drop_duplicates("block_number").set_index("block_number")["transaction_count"]
+    agg = _per_block(traces, "trace_index", chain_id, block_hashes, distinct=True)
+    keys = ["block_number", "transaction_index", "transaction_hash"]
+    scoped = traces[traces["transaction_index"] >= 0]
+    top = scoped[scoped["depth"] == 0]
+    top_counts = top.groupby("block_number").size()
+    # Each transaction: how many top-level traces carry its (index, hash), and their status.
+    tops = top.groupby(keys).agg(top_traces=("status", "size"), status=("status", "first"))
+    per_tx = txs[[*keys, _RECEIPT_STATUS]].merge(tops, left_on=keys, right_index=True, how="left")
+    without_one = per_tx["top_traces"].fillna(0) != 1
+    mismatch = (per_tx[_RECEIPT_STATUS].notna() & per_tx["status"].notna()
+                & (per_tx[_RECEIPT_STATUS] != per_tx["status"]))
+    by_block = pd.DataFrame({"without_one": without_one.to_numpy(),
+                             "mismatch": mismatch.to_numpy()},
+                            index=per_tx["block_number"].to_numpy()).groupby(level=0).sum()
+    # Each trace of a transaction: is there a transaction of that (index, hash)?
+    known = txs[keys[:2] + ["transaction_hash"]].drop_duplicates(keys[:2]).rename(
+        columns={"transaction_hash": "tx_hash"})
+    joined = scoped[keys].merge(known, on=keys[:2], how="left")
+    orphan = joined["tx_hash"].isna() | (joined["tx_hash"] != joined["transaction_hash"])
+    orphans = orphan.groupby(joined["block_number"]).sum()
+    index = counts.index.union(agg.index).union(pd.Index(txs["block_number"].unique()))
+    return pd.DataFrame({
+        "block_number": index.to_numpy(),
+        # -1: the block row is missing.
+        "transaction_count": counts.reindex(index, fill_value=-1).to_numpy(),
+        "top_level_traces": top_counts.reindex(index, fill_value=0).to_numpy(),
+        "transactions_without_one_top_level_trace":
+            by_block["without_one"].reindex(index, fill_value=0).to_numpy(),
+        "status_mismatches": by_block["mismatch"].reindex(index, fill_value=0).to_numpy(),
+        "traces_without_transaction": orphans.reindex(index, fill_value=0).to_numpy(),
+        "trace_indexes_ok": agg["indexes_ok"].reindex(index, fill_value=True).to_numpy(),
+        "duplicate_trace_index_rows": agg["duplicate_rows"].reindex(index, fill_value=0).to_numpy(),
+        "stale_block_hash_rows": agg["stale_rows"].reindex(index, fill_value=0).to_numpy(),
+        "wrong_chain_id_rows": agg["wrong_chain_rows"].reindex(index, fill_value=0).to_numpy(),
+    })
+
+
 # --- the suites ------------------------------------------------------------------------------
 
 
@@ -421,10 +554,11 @@ class _Check:
     gaps: bool = False  # unexpected rows name the block *after* missing blocks
 
 
-def _checks(chain_id: int | None) -> list[_Check]:
+def _checks(chain_id: int | None, tables: Iterable[str] = TABLE_ORDER) -> list[_Check]:
+    """The expectations about ``tables``, in report order."""
     chain = [chain_id] if chain_id is not None else []
     no_rows = "(or no block row)"
-    return [
+    every = [
         _Check("block numbers unique", "blocks", "block_numbers",
                lambda x: x.ExpectColumnValuesToBeUnique(column="block_number"),
                "duplicate block rows"),
@@ -474,10 +608,43 @@ def _checks(chain_id: int | None) -> list[_Check]:
         _Check("logs chain id", "logs", "logs",
                lambda x: x.ExpectColumnValuesToBeBetween(column="wrong_chain_id_rows", max_value=0),
                f"chain_id is not {chain_id}"),
+        _Check("one top-level trace per transaction", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeBetween(
+                   column="transactions_without_one_top_level_trace", max_value=0),
+               "a transaction without exactly one top-level trace (trace_address [], its "
+               "transaction_index and transaction_hash)"),
+        _Check("top-level traces match transaction count", "traces", "traces",
+               lambda x: x.ExpectColumnPairValuesToBeEqual(
+                   column_A="transaction_count", column_B="top_level_traces"),
+               "top-level traces differ from transaction_count (no traces for a block with "
+               "transactions; -1: block row missing)"),
+        _Check("trace status matches receipt", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeBetween(column="status_mismatches", max_value=0),
+               "a top-level trace's status differs from its transaction's receipt_status"),
+        _Check("trace transactions exist", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeBetween(column="traces_without_transaction",
+                                                         max_value=0),
+               "a trace's (transaction_index, transaction_hash) is not in transactions"),
+        _Check("traces carry block hash", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeBetween(column="stale_block_hash_rows",
+                                                         max_value=0),
+               f"block_hash differs from the blocks table's {no_rows}"),
+        _Check("traces chain id", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeBetween(column="wrong_chain_id_rows", max_value=0),
+               f"chain_id is not {chain_id}"),
+        _Check("trace indexes 0..n-1", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeInSet(column="trace_indexes_ok", value_set=[True]),
+               "trace_index not 0..n-1 (a gap)"),
+        _Check("trace indexes unique", "traces", "traces",
+               lambda x: x.ExpectColumnValuesToBeBetween(column="duplicate_trace_index_rows",
+                                                         max_value=0),
+               "(block_number, trace_index) occurs more than once"),
     ]
+    wanted = set(tables)
+    return [c for c in every if c.table in wanted]
 
 
-FRAMES = ("block_numbers", "blocks", "transactions", "logs")
+FRAMES = ("block_numbers", "blocks", "transactions", "logs", "traces")
 
 
 class _Suites:
@@ -502,7 +669,8 @@ class _Suites:
         self.checks = checks
         self.validations: dict[str, Any] = {}
         self.expectation_ids: dict[str, list[str]] = {}
-        for frame in FRAMES:
+        self.frames = [f for f in FRAMES if any(c.frame == f for c in checks)]
+        for frame in self.frames:
             suite = self.context.suites.add(gx.ExpectationSuite(
                 name=f"continuity_{frame}",
                 expectations=[c.build(gxe) for c in checks if c.frame == frame]))
@@ -512,7 +680,8 @@ class _Suites:
                 gx.ValidationDefinition(name=f"continuity_{frame}", data=batch, suite=suite))
 
     def run(self, frames: dict[str, pd.DataFrame], collect_all: bool = False) -> list[Any]:
-        """Expectation results, in the order of ``self.checks``.
+        """Expectation results, in the order of ``self.checks``; None for the checks of a frame
+        that ``frames`` lacks (not validated in this window: traces outside their window).
 
         ``collect_all``: name every unexpected row, not only the first ``max_examples``. GX's
         pandas engine lists the index of every unexpected row anyway and then cuts the list at
@@ -520,7 +689,9 @@ class _Suites:
         cap to the frame's length costs no extra pass over the data (see the module docstring).
         """
         by_id: dict[str, Any] = {}
-        for frame in FRAMES:
+        for frame in self.frames:
+            if frame not in frames:
+                continue
             data = frames[frame]
             data.index = data["block_number"].to_numpy()  # unexpected rows come out as blocks
             count = max(self.max_examples, len(data)) if collect_all else self.max_examples
@@ -531,9 +702,9 @@ class _Suites:
                                "return_unexpected_index_query": False})
             by_id.update({r.expectation_config.id: r for r in outcome.results})
         ordered = []
-        position = dict.fromkeys(FRAMES, 0)
+        position = dict.fromkeys(self.frames, 0)
         for check in self.checks:
-            ordered.append(by_id[self.expectation_ids[check.frame][position[check.frame]]])
+            ordered.append(by_id.get(self.expectation_ids[check.frame][position[check.frame]]))
             position[check.frame] += 1
         return ordered
 
@@ -597,9 +768,9 @@ class _Tally:
 
 def _missing_table(lake: BronzeLake, name: str, start: int, end: int, max_examples: int,
                    collect_all: bool) -> ExpectationOutcome:
-    """A failed outcome for a child table that does not exist: every block lacks its rows.
+    """A failed outcome for a core child table that does not exist: every block lacks its rows.
 
-    (Ingestion always creates all three tables, empty or not, so a missing one was deleted.
+    (Ingestion always creates the core tables, empty or not, so a missing one was deleted.
     Without this, a missing ``logs`` table would pass and a missing ``transactions`` table would
     name only the blocks with transactions.)"""
     return ExpectationOutcome(
@@ -623,7 +794,8 @@ def _gap_ranges(numbers: pd.DataFrame, after: np.ndarray) -> list[tuple[int, int
 def validate_range(lake: BronzeLake, start: int | None = None, end: int | None = None, *,
                    chain_id: int | None = None, max_examples: int = 20,
                    window: int | None = None, collect_all: bool = False,
-                   deleted_tables: tuple[str, ...] = ()) -> ContinuityReport:
+                   deleted_tables: tuple[str, ...] = (),
+                   tables: Iterable[str] | None = None) -> ContinuityReport:
     """Run the continuity suites over blocks ``[start, end)`` and the boundary before ``start``.
 
     ``None`` bounds default to the stored range; ``window`` (blocks validated at once) defaults
@@ -634,11 +806,21 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
     first ``max_examples`` gaps whole). ``collect_all=True`` also keeps *every* offending block
     (``ExpectationOutcome.all_offending``, ``ContinuityReport.all_offending_ranges``), from the
     same GX results: what ``chainlake repair`` re-ingests. ``deleted_tables`` count as missing
-    even if they exist (repair recreates a deleted table, empty, before it validates).
+    even if they exist (repair recreates a deleted table, empty, before it validates); for
+    ``traces`` that means no traces window (nothing checked). ``tables``: run only the
+    expectations about these tables (default: all of ``TABLE_ORDER``).
+
+    The traces expectations run over the blocks of the range inside the traces window (see the
+    module docstring); ``ContinuityReport.not_checked`` says why when there are none.
     """
     began = time.monotonic()
     if max_examples < 1:
         raise ValueError("max_examples must be >= 1")
+    selected = tuple(TABLE_ORDER) if tables is None else tuple(t for t in TABLE_ORDER if t in tables)
+    unknown = set(tables or ()) - set(TABLE_ORDER)
+    if unknown or not selected:
+        raise ValueError(f"tables must be some of {', '.join(TABLE_ORDER)}, got "
+                         f"{', '.join(sorted(unknown)) or 'none'}")
     stored = lake.stored_bounds()
     if stored is None:
         raise NothingToValidate(f"nothing to validate: no blocks stored in {lake.table_uri('blocks')}")
@@ -650,11 +832,28 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
     if end <= first or start > last:
         raise NothingToValidate(f"nothing to validate: blocks [{start}, {end}) do not overlap the "
                                 f"stored blocks [{first}, {last + 1})")
+    notes = [f"the lake's highest stored block is {last}"] if end > last + 1 else []
+    not_checked: dict[str, str] = {}
+    held = traced = None  # the traces window, and its part of the range
+    if "traces" in selected:
+        held = None if "traces" in deleted_tables else traces_window(lake)
+        if held is not None and held[0] < end and held[1] > start:
+            traced = (max(start, held[0]), min(end, held[1]))
+        not_checked_why = _traces_coverage(lake, held, traced, start, end,
+                                           "traces" in deleted_tables)
+        if traced is None:
+            not_checked["traces"] = not_checked_why
+        elif not_checked_why:
+            notes.append(not_checked_why)
+    active = tuple(t for t in selected if t not in not_checked)
     if chain_id is None:
         chain_id = _majority_chain_id(lake, start, end)
-    size = window if window is not None else _window_size(lake, stored)
-    checks = _checks(chain_id)
-    suites = _Suites(checks, max_examples)
+    read = {"blocks", *active} | ({"transactions"} if {"logs", "traces"} & set(active) else set())
+    size = window if window is not None else _window_size(lake, stored, read)
+    # Only traces expectations: only the blocks of the traces window need reading.
+    first_lo, last_hi = traced if set(active) <= {"traces"} and traced else (start, end)
+    checks = _checks(chain_id, active)
+    suites = _Suites(checks, max_examples) if checks else None
     tallies = [_Tally(c, collect_all=collect_all) for c in checks]
     rows = dict.fromkeys(TABLE_ORDER, 0)
     # The block the range's first block must follow when the boundary block is not stored:
@@ -662,11 +861,20 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
     previous = start - 2 if first < start else None
     boundary = None
     windows = 0
-    for lo in range(start, end, size):
-        hi = min(lo + size, end)
-        raw = _to_pandas({"blocks": _read(lake, "blocks", max(lo - 1, 0), hi),
-                          "transactions": _read(lake, "transactions", lo, hi),
-                          "logs": _read(lake, "logs", lo, hi)})
+    for lo in range(first_lo, last_hi if active else first_lo, size):
+        hi = min(lo + size, last_hi)
+        # The part of this window the traces expectations cover (empty: none).
+        t_lo, t_hi = (max(lo, traced[0]), min(hi, traced[1])) if traced else (lo, lo)
+        in_traces = t_hi > t_lo
+        raw_tables = {"blocks": _read(lake, "blocks", max(lo - 1, 0), hi)}
+        if {"transactions", "logs"} & set(active) or in_traces:
+            raw_tables["transactions"] = _read(lake, "transactions", lo, hi,
+                                               (_RECEIPT_STATUS,) if in_traces else ())
+        if "logs" in active:
+            raw_tables["logs"] = _read(lake, "logs", lo, hi)
+        if in_traces:
+            raw_tables["traces"] = _read(lake, "traces", t_lo, t_hi)
+        raw = _to_pandas(raw_tables)
         blocks = _blocks_frame(raw["blocks"], lo, previous)
         if lo == start and len(raw["blocks"]) and int(raw["blocks"]["block_number"].iloc[0]) == lo - 1:
             boundary = lo - 1
@@ -674,23 +882,47 @@ def validate_range(lake: BronzeLake, start: int | None = None, end: int | None =
         frames = {
             "block_numbers": _numbers_frame(blocks, end if hi == end else None, previous, lo),
             "blocks": blocks,
-            "transactions": _transactions_frame(blocks, raw["transactions"], chain_id, hashes),
-            "logs": _logs_frame(raw["logs"], raw["transactions"], chain_id, hashes),
         }
-        for tally, result in zip(tallies, suites.run(frames, collect_all), strict=True):
-            tally.add(result, max_examples, frames["block_numbers"])
+        if "transactions" in active:
+            frames["transactions"] = _transactions_frame(blocks, raw["transactions"], chain_id,
+                                                         hashes)
+        if "logs" in active:
+            frames["logs"] = _logs_frame(raw["logs"], raw["transactions"], chain_id, hashes)
+        if in_traces:
+            frames["traces"] = _traces_frame(blocks, raw["transactions"], raw["traces"], chain_id,
+                                             hashes, t_lo, t_hi)
+        results = suites.run(frames, collect_all) if suites is not None else []
+        for tally, result in zip(tallies, results, strict=True):
+            if result is not None:
+                tally.add(result, max_examples, frames["block_numbers"])
         rows["blocks"] += len(blocks)
-        rows["transactions"] += len(raw["transactions"])
-        rows["logs"] += len(raw["logs"])
+        for name in ("transactions", "logs", "traces"):
+            rows[name] += len(raw[name]) if name in raw else 0
         if len(blocks):
             previous = int(blocks["block_number"].max())
         windows += 1
-    notes = [f"the lake's highest stored block is {last}"] if end > last + 1 else []
-    missing = [name for name in TABLE_ORDER
-               if name in deleted_tables or lake.table(name) is None]
+    missing = [name for name in CORE_TABLES if name in selected
+               and (name in deleted_tables or lake.table(name) is None)]
     absent = [_missing_table(lake, name, start, end, max_examples, collect_all) for name in missing]
-    return ContinuityReport(start=start, end=end,
-                            outcomes=absent + [t.outcome() for t in tallies],
+    outcomes = absent + [t.outcome() for t in tallies]
+    return ContinuityReport(start=start, end=end, outcomes=outcomes,
                             rows=rows, chain_id=chain_id, boundary=boundary, lake=lake.root,
                             seconds=time.monotonic() - began, windows=windows, notes=notes,
-                            missing_tables=missing)
+                            missing_tables=missing, not_checked=not_checked,
+                            traces_checked=traced, traces_window=held, tables=selected)
+
+
+def _traces_coverage(lake: BronzeLake, held: tuple[int, int] | None,
+                     traced: tuple[int, int] | None, start: int, end: int, deleted: bool) -> str:
+    """Why the traces of (part of) ``[start, end)`` are not checked; "" when all of it is."""
+    if held is None:
+        if deleted or lake.table("traces") is None:
+            return f"{lake.table_uri('traces')} does not exist (no traces ingested)"
+        return "the traces table holds no rows (no traces ingested)"
+    holds = f"the traces table holds blocks {held[0]}..{held[1] - 1}"
+    if traced is None:
+        return f"blocks [{start}, {end}) are outside the traces window: {holds}"
+    if traced == (start, end):
+        return ""
+    outside = ranges_text(r for r in ((start, traced[0]), (traced[1], end)) if r[1] > r[0])
+    return f"traces checked over blocks [{traced[0]}, {traced[1]}) only ({holds}); not over {outside}"

@@ -12,6 +12,13 @@
    node's safe end, and re-ingested by range-replace in chunks of ``max_blocks_per_trigger``
    blocks (``ingestion.ingest.reingest_range``), reporting progress per chunk. A table that
    does not exist is created by the first write.
+   Traces are re-read (when the node can trace) for the ranges that overlap or touch the traces
+   window (``continuity.traces_window``: the blocks from the lowest to the highest the traces
+   table holds, taken before re-ingesting), the core tables everywhere: traces written for a
+   range apart from the window would widen it over the blocks between, which hold no traces
+   and which the suite would then reject; a range overlapping or touching it widens it only
+   over blocks it has just traced. A lake without traces stays without. If the lake holds
+   traces but the node cannot trace, the confirming run names the traces left unrepaired.
 4. The suite runs once more to confirm. If it still fails (the node itself serves blocks that
    fail, or offending blocks lie beyond the node's safe head), the result says so — there is no
    second round.
@@ -25,11 +32,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow.compute as pc
 
-from ingestion.continuity import ContinuityReport, NothingToValidate, coalesce, validate_range
+from ingestion.continuity import (
+    ContinuityReport,
+    NothingToValidate,
+    coalesce,
+    traces_window,
+    validate_range,
+)
 from ingestion.ingest import (
     BatchProgress,
     ReorgRepair,
@@ -41,7 +54,7 @@ from ingestion.ingest import (
     resolve_datasets,
 )
 from ingestion.reorg import Divergence
-from ingestion.schemas import TABLES
+from ingestion.schemas import CORE_TABLES, TABLES
 from ingestion.sink import BronzeLake
 from ingestion.source import SourceOptions
 
@@ -107,6 +120,13 @@ def windows_to_reingest(offending: Iterable[tuple[int, int]], safe_end: int,
 def ranges_to_reingest(offending: list[int], safe_end: int) -> list[tuple[int, int]]:
     """Merged ``[b - 1, b + 1)`` windows around each offending block, below ``safe_end``."""
     return windows_to_reingest(((b, b + 1) for b in offending), safe_end)
+
+
+def with_traces(ranges: Iterable[tuple[int, int]], window: tuple[int, int] | None
+                ) -> list[tuple[int, int, bool]]:
+    """Each range ``[a, b)`` with whether to re-read its traces: when it overlaps or touches
+    the traces ``window`` ``[lo, hi)`` (None: the lake holds no traces)."""
+    return [(a, b, window is not None and a <= window[1] and b >= window[0]) for a, b in ranges]
 
 
 def _beyond(offending: list[tuple[int, int]], safe_end: int) -> list[tuple[int, int]]:
@@ -179,6 +199,13 @@ def repair_lake(spark, opts: SourceOptions, lake: BronzeLake, start: int | None 
         log.warning("offending blocks %s are beyond the node's safe head %d", result.beyond_safe_head,
                     view.safe_end - 1)
     ranges = windows_to_reingest(offending, view.safe_end, BRIDGE)
+    # Traces only next to the traces window (taken before anything is re-ingested).
+    pieces = with_traces(ranges, traces_window(lake))
+    core_options = replace(options, datasets=",".join(CORE_TABLES), trace_api=None)
+    traced = options if "traces" in (options.datasets or "").split(",") else core_options
+    if traced is core_options and any(traces for _, _, traces in pieces):
+        log.warning("the lake holds traces but the node serves no tracing API: re-ingesting "
+                    "the core tables only")
     total = sum(b - a for a, b in ranges)
     done = 0
     if on_plan is not None:
@@ -192,9 +219,10 @@ def repair_lake(spark, opts: SourceOptions, lake: BronzeLake, start: int | None 
             on_batch(RepairProgress(p.start, p.end, done, total, dict(p.rows),
                                     time.monotonic() - reingest_began))
 
-    for a, b in ranges:
-        log.info("re-ingesting blocks [%d, %d)", a, b)
-        reingest_range(spark, options, lake, a, b, on_batch=progress)
+    for a, b, traces in pieces:
+        chosen = traced if traces else core_options
+        log.info("re-ingesting blocks [%d, %d) (%s)", a, b, chosen.datasets)
+        reingest_range(spark, chosen, lake, a, b, on_batch=progress)
         result.reingested.append((a, b))
     if ranges:
         result.after = validate()

@@ -444,13 +444,7 @@ class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         begin = int(start[OFFSET_KEY])
         end = self._target if self._target is not None else self._readable_end(self._observe())
         if isinstance(limit, ReadMaxRows):
-            if begin + limit.max_rows < end:
-                end = begin + limit.max_rows
-                # A bounded batch ends at a multiple of the task size (when it can), so that
-                # after the first one every batch splits into whole, aligned tasks.
-                aligned = end - end % self.opts.blocks_per_partition
-                if aligned > begin:
-                    end = aligned
+            end = min(end, begin + limit.max_rows)
         elif not isinstance(limit, ReadAllAvailable):
             raise ValueError(f"unsupported read limit {limit!r}")
         return {OFFSET_KEY: max(begin, end)}

@@ -23,6 +23,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,10 +41,35 @@ _STAGES = ("fetch", "transform", "write")  # a task's time, split
 COMPRESSION = "snappy"  # delta-rs's default: the files look like every other writer's
 
 
+STRING_STAT_CHARS = 32  # string bounds are prefixes (Spark's default length), widened below
+
+
 def _stat_columns(schema: pa.Schema) -> list[str]:
-    # Exact statistics only: 64-bit integers (block_number, indexes, gas...). Delta truncates or
-    # rounds string and timestamp statistics; ours must never exclude a row wrongly.
-    return [f.name for f in schema if pa.types.is_int64(f.type)]
+    # Every primitive column gets bounds: delta-rs turns a column without bounds into a pruning
+    # predicate that excludes the file (a filter on `address` would find nothing). Bounds must
+    # never exclude a row wrongly, so inexact ones are widened (see ``_bound``).
+    return [f.name for f in schema
+            if pa.types.is_int64(f.type) or pa.types.is_decimal(f.type)
+            or pa.types.is_string(f.type) or pa.types.is_timestamp(f.type)
+            or pa.types.is_boolean(f.type)]
+
+
+def _bound(value: object, upper: bool) -> object:
+    """A JSON statistic no tighter than ``value``: decimals exact (JSON integers), strings cut
+    to a prefix (an upper bound then gets the highest code point appended), timestamps in
+    milliseconds rounded outwards."""
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, str):
+        if len(value) <= STRING_STAT_CHARS:
+            return value
+        return value[:STRING_STAT_CHARS] + ("\U0010ffff" if upper else "")
+    if isinstance(value, datetime):
+        ms = value.replace(microsecond=value.microsecond // 1000 * 1000)
+        if upper and ms != value:
+            ms += timedelta(milliseconds=1)
+        return ms.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value
 
 
 def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -63,9 +90,9 @@ class TableFile:
 class TableFileWriter:
     """Writes one table's rows for one task into one Parquet file, with Delta statistics."""
 
-    def __init__(self, table_uri: str, name: str) -> None:
+    def __init__(self, table_uri: str, name: str, schema: pa.Schema | None = None) -> None:
         self.name = name
-        self.schema = TABLES[name].arrow_schema
+        self.schema = schema if schema is not None else TABLES[name].arrow_schema
         self.path = f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
         self._fs, root = _fs_and_path(table_uri)
         self._full_path = f"{root}/{self.path}"
@@ -74,8 +101,8 @@ class TableFileWriter:
         self._buffered = 0
         self.num_records = 0
         self._stat_names = _stat_columns(self.schema)
-        self._min: dict[str, int] = {}
-        self._max: dict[str, int] = {}
+        self._min: dict[str, object] = {}
+        self._max: dict[str, object] = {}
         self._nulls = dict.fromkeys(self._stat_names, 0)
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -113,8 +140,10 @@ class TableFileWriter:
         self._writer.close()
         self._writer = None
         size = self._fs.get_file_info(self._full_path).size
-        stats = {"numRecords": self.num_records, "minValues": self._min,
-                 "maxValues": self._max, "nullCount": self._nulls}
+        stats = {"numRecords": self.num_records,
+                 "minValues": {k: _bound(v, False) for k, v in self._min.items()},
+                 "maxValues": {k: _bound(v, True) for k, v in self._max.items()},
+                 "nullCount": self._nulls}
         return TableFile(self.name, self.path, size, self.num_records, json.dumps(stats))
 
     def discard(self) -> None:

@@ -44,6 +44,7 @@ from assets.partitions import (
     partition_size,
 )
 from assets.resources import LakeResource, RpcResource
+from assets.silver import SILVER_ASSETS
 from ingestion import settings
 from ingestion.coverage import HISTORY, TIP, CatchUp, plan_for_lake
 from ingestion.ranges import BlockSpan
@@ -51,10 +52,13 @@ from ingestion.rpc import RpcError, redact_url
 from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
 
+# Bronze and silver in one run: silver is fresh as soon as bronze is, without a second run per
+# catch-up (the choice is explained in assets/silver.py).
 catch_up_job = dg.define_asset_job(
-    "bronze_catch_up", selection=dg.AssetSelection.assets(bronze_ingest),
+    "bronze_catch_up", selection=dg.AssetSelection.assets(bronze_ingest, *SILVER_ASSETS),
     description="Ingest the blocks the lake lacks up to the safe head (the tip partitions, and "
-                "gaps a failed or cancelled run left behind).",
+                "gaps a failed or cancelled run left behind), then build the silver tables of "
+                "the same partitions.",
 )
 
 SENSOR_INTERVAL_S = settings.sensor_interval_from_env()

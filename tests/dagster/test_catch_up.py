@@ -48,6 +48,7 @@ from ingestion import settings
 from ingestion.continuity import validate_range
 from ingestion.ranges import BlockSpan, span_of
 from ingestion.rpc import RpcTransportError
+from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake, LakeError
 from ingestion.source import ChainView, SourceOptionError
 from sensors import chain_head_sensor
@@ -610,8 +611,7 @@ def test_a_history_backfill_and_a_tip_run_run_at_the_same_time(devnet, tmp_path)
                 add_partitions(inst, keys)
             launched = gql(service.graphql, LAUNCH, params={
                 "partitionNames": keys,
-                "assetSelection": [{"path": ["bronze", t]} for t in ("blocks", "transactions",
-                                                                     "logs")],
+                "assetSelection": [{"path": ["bronze", t]} for t in TABLES],
             })["launchPartitionBackfill"]
             assert launched["__typename"] == "LaunchBackfillSuccess", launched
             backfill_id = launched["backfillId"]

@@ -59,7 +59,7 @@ def snapshot(lake) -> dict[str, tuple[int, list]]:
 
 def assert_lake_equals_node(lake, url: str, start: int, end: int) -> None:
     expected = reference_rows(url, start, end)
-    for name in TABLES:
+    for name in expected:  # the core tables web3 decodes
         table = lake.read(name).sort_by([(k, "ascending") for k in TABLES[name].key])
         assert project(table.to_pylist(), list(expected[name][0])) == expected[name], name
 

@@ -36,7 +36,7 @@ def ingest(spark, node, lake):
 
 def assert_lake_equals_node(lake, node):
     expected = reference_rows(node.url, 0, node.head() + 1)
-    for name in TABLES:
+    for name in expected:  # the core tables web3 decodes
         table = lake.read(name).sort_by([(k, "ascending") for k in TABLES[name].key])
         rows = project(table.to_pylist(), list(expected[name][0]))
         assert rows == expected[name], f"{name} differs from the node's canonical chain"

@@ -41,6 +41,6 @@ def test_ingest_through_a_spark_connect_server(devnet, tmp_path):
     assert [(int(a), int(b)) for a, b in first] == [(0, 8), (8, 16), (16, 20)]
     assert re.findall(r"batch \d+: blocks \[(\d+), (\d+)\)", outputs[1])[0] == ("20", "28")
     expected = reference_rows(devnet.url, 0, 35)
-    for name in TABLES:
+    for name in expected:  # the core tables web3 decodes
         table = lake.read(name).sort_by([(k, "ascending") for k in TABLES[name].key])
         assert project(table.to_pylist(), list(expected[name][0])) == expected[name], name

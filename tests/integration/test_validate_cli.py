@@ -6,6 +6,7 @@ fail with exit code 1 and a report naming the block. Bad input ends with one lin
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -46,7 +47,7 @@ def test_the_ingested_lake_passes(ingested, devnet, capsys):
     code, out, _ = validate(capsys, "--lake", ingested.root)
     assert code == 0, out
     assert f"Continuity of blocks [0, {END})" in out
-    assert "PASSED: 13 expectations" in out and "FAIL" not in out
+    assert re.search(r"PASSED: \d+ expectations", out) and "FAIL" not in out
     assert f"chain id {devnet.chain_id}" in out
     # A sub-range is linked to the block before it; an explicit chain id is enforced.
     code, out, _ = validate(capsys, "--lake", ingested.root, "--start-block", "20",

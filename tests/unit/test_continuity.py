@@ -13,7 +13,16 @@ from dataclasses import replace
 
 import pytest
 from deltalake import DeltaTable
-from synthetic_chain import CHAIN_ID, T0, block_hash, chain, rewrite_block, rows_to_table, write
+from synthetic_chain import (
+    CHAIN_ID,
+    T0,
+    block_hash,
+    chain,
+    rewrite_block,
+    rows_to_table,
+    tx_hash,
+    write,
+)
 
 from ingestion.continuity import NothingToValidate, validate_range
 from ingestion.sink import BronzeLake
@@ -48,7 +57,8 @@ def test_a_good_chain_passes_without_network(lake, no_network):
     report = validate_range(lake)
     assert report.success, report.render()
     assert (report.start, report.end) == (0, 40)
-    assert report.rows == {"blocks": 40, "transactions": 80, "logs": 80}
+    assert report.rows == {"blocks": 40, "transactions": 80, "logs": 80, "traces": 0}
+    assert "traces" in report.not_checked  # the lake has no traces table
     assert report.chain_id == CHAIN_ID
     assert len(report.outcomes) == 13 and report.offending_blocks == []
     assert "PASSED" in report.render()
@@ -308,3 +318,210 @@ def test_a_missing_table_fails_for_every_block(long_lake, table, how):
     assert report.missing_tables == [table]
     assert f"FAIL  {table:<12} table exists" in report.render()
     assert "offending blocks: 10..299" in report.render()
+
+
+# --- traces: checked over the traces window (the blocks the traces table holds) ----------------
+
+
+def traces_of(rows: dict[str, list[dict]]) -> list[dict]:
+    """Traces consistent with ``chain()`` rows: per transaction a top-level call with one child
+    call, then one block reward per block; trace_index 0..n-1 per block."""
+    by_block: dict[int, list[dict]] = {}
+    for tx in rows["transactions"]:
+        by_block.setdefault(tx["block_number"], []).append(tx)
+    out = []
+    for block in rows["blocks"]:
+        ctx = {k: block[k] for k in ("chain_id", "block_number", "block_hash", "block_timestamp")}
+        frames = []
+        for tx in by_block.get(block["block_number"], []):
+            own = {**ctx, "transaction_index": tx["transaction_index"],
+                   "transaction_hash": tx["transaction_hash"], "trace_type": "call",
+                   "call_type": "call"}
+            frames.append({**own, "trace_address": [], "subtraces": 1,
+                           "status": 1 if tx.get("receipt_status") is None else tx["receipt_status"]})
+            frames.append({**own, "trace_address": [0], "subtraces": 0, "status": frames[-1]["status"]})
+        frames.append({**ctx, "transaction_index": None, "transaction_hash": None,
+                       "trace_type": "reward", "reward_type": "block", "trace_address": [],
+                       "subtraces": 0, "status": 1})
+        out += [{**t, "trace_index": i, "trace_id": f"t{i}"} for i, t in enumerate(frames)]
+    return out
+
+
+def write_traces(lake: BronzeLake, rows: dict[str, list[dict]], start: int, end: int) -> None:
+    part = {k: [r for r in v if start <= r["block_number"] < end] for k, v in rows.items()}
+    lake.replace_range("traces", rows_to_table("traces", traces_of(part)), start, end)
+
+
+def byzantium_chain(n: int) -> dict[str, list[dict]]:
+    """``chain(n)`` whose transactions have receipt_status 1 from block 12 on (null before)."""
+    rows = chain(n)
+    rows["transactions"] = [{**t, "receipt_status": 1 if t["block_number"] >= 12 else None}
+                            for t in rows["transactions"]]
+    return rows
+
+
+@pytest.fixture()
+def traced(tmp_path) -> BronzeLake:
+    """Blocks [0, 40) in two ranges; traces only for blocks [10, 30) (also in two ranges)."""
+    bronze = BronzeLake(str(tmp_path / "traced"))
+    rows = byzantium_chain(40)
+    for lo, hi in ((0, 20), (20, 40)):
+        write(bronze, {k: [r for r in v if lo <= r["block_number"] < hi] for k, v in rows.items()},
+              lo, hi)
+    write_traces(bronze, rows, 10, 20)
+    write_traces(bronze, rows, 20, 30)
+    return bronze
+
+
+def change_traces(lake: BronzeLake, number: int, change) -> None:
+    rewrite_block(lake, "traces", number, change)
+
+
+TRACE_CHECKS = ["one top-level trace per transaction", "top-level traces match transaction count",
+                "trace status matches receipt", "trace transactions exist",
+                "traces carry block hash", "traces chain id", "trace indexes 0..n-1",
+                "trace indexes unique"]
+
+
+def test_traces_pass_and_only_the_traces_window_is_checked(traced, no_network):
+    report = validate_range(traced)
+    assert report.success, report.render()
+    assert [o.name for o in report.outcomes_for("traces")] == TRACE_CHECKS
+    assert len(report.outcomes) == 13 + len(TRACE_CHECKS)
+    assert report.traces_window == (10, 30) and report.traces_checked == (10, 30)
+    assert report.rows["traces"] == 20 * 5  # two transactions of two traces each, one reward
+    assert report.not_checked == {}
+    text = report.render()
+    assert "traces checked over blocks [10, 30) only" in text
+    assert "not over 0..9, 30..39" in text
+    # A range inside the window: all of it checked, no note.
+    inside = validate_range(traced, 12, 18)
+    assert inside.traces_checked == (12, 18) and not inside.notes and inside.success
+
+
+def test_traces_outside_their_window_are_not_checked_not_failed(traced):
+    report = validate_range(traced, 30, 40)
+    assert report.success and report.outcomes_for("traces") == []
+    assert report.traces_checked is None
+    assert "outside the traces window" in report.not_checked["traces"]
+    assert "holds blocks 10..29" in report.not_checked["traces"]
+    assert "skip  traces" in report.render() and "PASSED" in report.render()
+
+
+def test_no_traces_table_or_an_empty_one_is_not_checked(lake, tmp_path):
+    report = validate_range(lake)
+    assert report.success and report.traces_window is None
+    assert "does not exist" in report.not_checked["traces"]
+    assert report.missing_tables == []  # unlike transactions and logs, not a failure
+    lake.replace_range("traces", rows_to_table("traces", []), 0, 40)
+    empty = validate_range(lake)
+    assert empty.success and "holds no rows" in empty.not_checked["traces"]
+    # Only the traces expectations: nothing to run, nothing read.
+    alone = validate_range(lake, tables=("traces",))
+    assert alone.success and alone.outcomes == [] and alone.windows == 0
+
+
+def test_a_deleted_traces_table_counts_as_no_traces(traced):
+    report = validate_range(traced, deleted_tables=("traces",), collect_all=True)
+    assert report.success and "traces" in report.not_checked
+    assert report.all_offending_ranges == []
+
+
+def test_a_gap_in_the_traces_window_is_named(traced):
+    DeltaTable(traced.table_uri("traces")).delete("block_number = 20")
+    report = validate_range(traced)
+    assert failed(report) == {"one top-level trace per transaction": [20],
+                              "top-level traces match transaction count": [20]}
+    assert report.outcomes_for("traces")[1].table == "traces"
+
+
+def test_a_block_without_transactions_needs_no_traces(traced):
+    for table in ("transactions", "logs", "traces"):
+        rewrite_block(traced, table, 15, lambda rows: [])
+    rewrite_block(traced, "blocks", 15, lambda rows: [{**rows[0], "transaction_count": 0}])
+    report = validate_range(traced)
+    assert report.success, report.render()
+
+
+def test_traces_added_later_make_the_blocks_between_a_gap(traced):
+    write_traces(traced, byzantium_chain(40), 35, 40)
+    report = validate_range(traced)
+    assert report.traces_window == (10, 40)
+    assert failed(report) == {"one top-level trace per transaction": [30, 31, 32, 33, 34],
+                              "top-level traces match transaction count": [30, 31, 32, 33, 34]}
+
+
+def test_a_second_top_level_trace_is_named(traced):
+    # The child of transaction 0 loses its trace address: two top-level traces for one transaction.
+    change_traces(traced, 12, lambda rows: [{**r, "trace_address": []} for r in rows])
+    assert failed(validate_range(traced)) == {
+        "one top-level trace per transaction": [12],
+        "top-level traces match transaction count": [12]}
+
+
+def test_a_top_level_trace_of_another_transaction_is_named(traced):
+    change_traces(traced, 13, lambda rows: [
+        {**r, "transaction_hash": tx_hash(99, 1)} if r["transaction_index"] == 1 else r
+        for r in rows])
+    assert failed(validate_range(traced)) == {"one top-level trace per transaction": [13],
+                                              "trace transactions exist": [13]}
+
+
+def test_a_trace_status_that_contradicts_the_receipt_is_named(traced):
+    def fail_top(rows):
+        return [{**r, "status": 0} if r["trace_address"] == [] and r["transaction_index"] == 0
+                else r for r in rows]
+
+    change_traces(traced, 16, fail_top)
+    change_traces(traced, 11, fail_top)  # receipt_status null (pre-Byzantium): not compared
+    # A nested trace may fail while its transaction succeeds.
+    change_traces(traced, 17, lambda rows: [{**r, "status": 0} if r["trace_address"] == [0] else r
+                                            for r in rows])
+    assert failed(validate_range(traced)) == {"trace status matches receipt": [16]}
+
+
+def test_traces_with_a_stale_block_hash_or_another_chain_are_named(traced):
+    change_traces(traced, 18, lambda rows: [{**r, "block_hash": block_hash(18, "f")} for r in rows])
+    change_traces(traced, 19, lambda rows: [{**rows[0], "chain_id": 1}, *rows[1:]])
+    assert failed(validate_range(traced)) == {"traces carry block hash": [18],
+                                              "traces chain id": [19]}
+
+
+def test_trace_index_gaps_and_duplicates_are_named_apart(traced):
+    change_traces(traced, 22, lambda rows: [{**r, "trace_index": r["trace_index"] + 1} for r in rows])
+    change_traces(traced, 23, lambda rows: [*rows[:-1], {**rows[-1], "trace_index": 3}])
+    assert failed(validate_range(traced)) == {"trace indexes 0..n-1": [22],
+                                              "trace indexes unique": [23]}
+
+
+def test_traces_windows_agree_and_collect_all_names_every_block(traced):
+    DeltaTable(traced.table_uri("traces")).delete("block_number >= 14 AND block_number < 17")
+    change_traces(traced, 25, lambda rows: [{**r, "block_hash": "0xdead"} for r in rows])
+    whole = validate_range(traced, 5, 40, collect_all=True)
+    assert whole.windows == 1
+    assert failed(whole) == {"one top-level trace per transaction": [14, 15, 16],
+                             "top-level traces match transaction count": [14, 15, 16],
+                             "traces carry block hash": [25]}
+    assert whole.all_offending_ranges == [(14, 17), (25, 26)]
+    for size in (3, 7, 64):
+        windowed = validate_range(traced, 5, 40, collect_all=True, window=size)
+        assert windowed.outcomes == whole.outcomes, size
+        assert windowed.rows == whole.rows and windowed.traces_checked == (10, 30)
+    # Only the traces expectations: the same outcomes, reading only the traces window.
+    alone = validate_range(traced, 5, 40, collect_all=True, tables=("traces",), window=7)
+    assert alone.outcomes == whole.outcomes_for("traces")
+    assert alone.rows["blocks"] == 20 and alone.rows["logs"] == 0
+    with pytest.raises(ValueError, match="tables must be"):
+        validate_range(traced, tables=("receipts",))
+
+
+def test_repair_reingests_traces_only_next_to_the_traces_window():
+    from ingestion.repair import with_traces
+
+    ranges = [(0, 5), (6, 10), (12, 20), (25, 35), (35, 36), (40, 50)]
+    # Apart from [10, 35): no traces (they would widen the window over untraced blocks);
+    # overlapping or touching it: traces (the window grows only over blocks just traced).
+    assert with_traces(ranges, (10, 35)) == [
+        (0, 5, False), (6, 10, True), (12, 20, True), (25, 35, True), (35, 36, True),
+        (40, 50, False)]
+    assert with_traces(ranges, None) == [(a, b, False) for a, b in ranges]

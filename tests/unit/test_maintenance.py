@@ -24,7 +24,7 @@ from ingestion.maintenance import (
     scope_range,
 )
 from ingestion.ranges import BlockSpan
-from ingestion.schemas import TABLES
+from ingestion.schemas import CORE_TABLES, TABLES
 
 # A column per table the tests may change without breaking the chain's continuity.
 MARK = {"blocks": "extra_data", "transactions": "input", "logs": "data"}
@@ -40,7 +40,7 @@ def write_in_chunks(lake, rows, end: int, step: int, start: int = 0) -> None:
 
 def snapshot(lake, version: dict[str, int] | None = None) -> dict[str, list[dict]]:
     out = {}
-    for name in TABLES:
+    for name in CORE_TABLES:
         if version is None:
             table = lake.read(name)
         else:
@@ -54,7 +54,7 @@ def expected_rows(rows) -> dict[str, list[dict]]:
     from synthetic_chain import rows_to_table
 
     return {name: rows_to_table(name, rows[name]).sort_by(
-        [(k, "ascending") for k in TABLES[name].key]).to_pylist() for name in TABLES}
+        [(k, "ascending") for k in TABLES[name].key]).to_pylist() for name in CORE_TABLES}
 
 
 def files(lake, name: str) -> list[dict]:
@@ -82,12 +82,12 @@ def streamed(lake):
 
 def test_compaction_changes_no_row_and_leaves_the_open_range_alone(lake, streamed):
     before = snapshot(lake)
-    open_files = {name: files_in(lake, name, 200, 300) for name in TABLES}
+    open_files = {name: files_in(lake, name, 200, 300) for name in CORE_TABLES}
     assert closed_before_of(lake, 100) == 200
     report = maintain_lake(lake, closed_before=200, partition_size=100, **SHORT)
 
     assert snapshot(lake) == before == expected_rows(streamed)
-    for name in TABLES:
+    for name in CORE_TABLES:
         t = report.tables[name]
         assert (t.files_before, t.files_after) == (30, 12)  # 2 compacted ranges + 10 open files
         assert t.units_compacted == 2 and t.files_compacted == 20 and t.units_skipped == 0
@@ -124,7 +124,7 @@ def test_after_maintenance_the_lake_validates_and_range_replaces_still_work(lake
 
 
 def test_a_recent_version_stays_readable_with_the_default_retention(lake, streamed):
-    versions = {name: lake.table(name).version() for name in TABLES}
+    versions = {name: lake.table(name).version() for name in CORE_TABLES}
     before = snapshot(lake)
     report = maintain_lake(lake, closed_before=200, partition_size=100)  # 168 h
     assert report.files_after < report.files_before
@@ -164,7 +164,7 @@ def test_a_concurrent_writer_during_maintenance_leaves_the_lake_exact(lake, stre
     """A writer keeps replacing closed ranges with new values while maintenance compacts them;
     afterwards the lake is exactly the writer's last word for every block."""
     caplog.set_level(logging.INFO, logger="chainlake")
-    rows = {name: [dict(r) for r in streamed[name]] for name in TABLES}
+    rows = {name: [dict(r) for r in streamed[name]] for name in CORE_TABLES}
     stop, failures = threading.Event(), []
     rng = random.Random(7)
 
@@ -174,7 +174,7 @@ def test_a_concurrent_writer_during_maintenance_leaves_the_lake_exact(lake, stre
             while not stop.is_set():
                 a = rng.randrange(0, 197)
                 b = a + rng.randint(1, 3)
-                for name in TABLES:
+                for name in CORE_TABLES:
                     for r in rows[name]:
                         if a <= r["block_number"] < b:
                             r[MARK[name]] = f"0x{i:x}"

@@ -352,7 +352,7 @@ def test_schemas_are_exact_for_every_dataset(case):
     _, _, blocks, batches = case
     for name, batch in batches.items():
         assert batch.schema.equals(schemas.TABLES[name].arrow_schema), name
-    for dataset in schemas.DATASETS:
+    for dataset in (*schemas.CORE_TABLES, schemas.BUNDLE_NAME):  # traces: tests/unit/test_traces.py
         batch = dataset_batch(dataset, MAINNET, blocks)
         assert batch.schema.equals(schemas.arrow_schema_of(dataset)), dataset
         if dataset in batches:
@@ -373,7 +373,7 @@ def test_split_bundle_inverts_bundle_batch(case):
     assert bundle.num_rows == len(blocks)
     for source in (bundle, pa.Table.from_batches([bundle])):
         split = split_bundle(source)
-        assert set(split) == set(schemas.TABLES)
+        assert set(split) == set(schemas.CORE_TABLES)
         for name, table in split.items():
             assert table.schema.equals(schemas.TABLES[name].arrow_schema), name
             assert table.equals(pa.Table.from_batches([batches[name]])), name
@@ -596,7 +596,7 @@ def test_empty_input():
         assert batch.num_rows == 0 and batch.schema.equals(schemas.TABLES[name].arrow_schema)
     bundle = bundle_batch(1, [])
     assert bundle.num_rows == 0 and bundle.schema.equals(schemas.BUNDLE_SCHEMA)
-    for dataset in schemas.DATASETS:
+    for dataset in (*schemas.CORE_TABLES, schemas.BUNDLE_NAME):  # traces: tests/unit/test_traces.py
         assert dataset_batch(dataset, 1, []).num_rows == 0
     for source in (bundle, empty_table("bundle"), schemas.BUNDLE_SCHEMA.empty_table()):
         for name, table in split_bundle(source).items():
@@ -619,7 +619,7 @@ def test_blocks_without_transactions_between_full_ones():
     chunked = pa.Table.from_batches([bundle.slice(0, 1), bundle.slice(1, 2), bundle.slice(3)])
     for source in (chunked, bundle):
         split = split_bundle(source)
-        for name in schemas.TABLES:
+        for name in schemas.CORE_TABLES:
             assert split[name].equals(pa.Table.from_batches([batches[name]])), name
     tail = split_bundle(bundle.slice(2))
     assert tail["transactions"]["block_number"].to_pylist() == [9, 9, 9, 10]
@@ -628,7 +628,7 @@ def test_blocks_without_transactions_between_full_ones():
 
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset"):
-        dataset_batch("traces", 1, [])
+        dataset_batch("receipts", 1, [])
 
 
 # ---------------------------------------------------------------------------------------------
