@@ -125,6 +125,8 @@ def assert_lake_exact(lake: BronzeLake, devnet, end: int) -> None:
         rows = table.sort_by([(k, "ascending") for k in key]).to_pylist()
         if name == "blocks":
             assert [r["block_number"] for r in rows] == list(range(end))
+        if name not in reference:  # web3's reference has the core tables
+            continue
         expected = reference[name]
         columns = list(expected[0]) if expected else key
         assert project(rows, columns) == expected, f"{name} differs from the node"
