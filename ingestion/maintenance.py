@@ -11,11 +11,11 @@ about a thousand commits and three thousand small files. ``maintain_lake`` does,
    ``partition_size`` (a file crossing an aligned boundary joins both ranges), and consecutive
    clusters of a window into *units* of at most ``target_file_bytes``. A unit of two or more
    small files is read (from one table snapshot), sorted by its key and written back as ONE file
-   by the predicate overwrite every writer uses (``block_number >= a AND block_number < b``),
-   committed on the snapshot it was read from: the commit removes exactly the unit's files and
-   adds the same rows. A writer that commits in between (a repair, a backfill, another
-   maintenance) makes the commit fail as a conflict, and the unit is planned and read again from
-   the new snapshot — never written back stale (which a blind retry of the same rows would do).
+   (with chainlake's own statistics, exact for DECIMAL wei values), committed on the snapshot it
+   was read from: the commit removes exactly the unit's files and adds the same rows. A writer
+   that commits in between (a repair, a backfill, another maintenance) makes the commit fail as
+   a conflict, and the unit is planned and read again from the new snapshot — never written
+   back stale (which a blind retry of the same rows would do).
    Files never straddle a unit, so every later range replace still touches only the files of its
    range, and the per-file statistics stay tight.
 2. **Vacuum** of files removed more than ``retention_hours`` ago, and of files no commit names
@@ -50,20 +50,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, RemoveAction
 
 from ingestion import settings
 from ingestion.checkpoint import first_missing_block
 from ingestion.ranges import parse_key, span_of
 from ingestion.schemas import TABLES
 from ingestion.sink import WRITER_APP_ID, BronzeLake, is_local
+from ingestion.staging import TableFileWriter
 
 log = logging.getLogger("chainlake.maintenance")
 
 COMPACT_ATTEMPTS = 5
-# One compaction unit becomes one file: its size is bounded by the planning, not by delta-rs.
-_ONE_FILE = 1 << 62
 # A file at least this fraction of the target is not "small": a unit is compacted only when it
 # holds at least two small files, so rewrites always reduce the number of files (no churn).
 SMALL_FRACTION = 0.5
@@ -362,7 +362,6 @@ def compact_unit(lake: BronzeLake, name: str, unit: CompactionUnit) -> int:
     uri = lake.table_uri(name)
     schema = TABLES[name].arrow_schema
     order = ["block_number", *(k for k in TABLES[name].key if k != "block_number")]
-    predicate = f"block_number >= {unit.start} AND block_number < {unit.end}"
     for attempt in range(1, COMPACT_ATTEMPTS + 1):
         dt = DeltaTable(uri)  # the snapshot everything below reads, and the commit is based on
         files = live_files(dt) or []
@@ -378,9 +377,19 @@ def compact_unit(lake: BronzeLake, name: str, unit: CompactionUnit) -> int:
             raise RuntimeError(f"{name}: read {rows.num_rows} rows of [{unit.start}, {unit.end}) "
                                f"where the files hold {expected}; not compacting")
         data = rows.select(schema.names).cast(schema).sort_by([(c, "ascending") for c in order])
+        # Our own file and statistics (delta-rs's writer clamps DECIMAL bounds to 64 bits, and
+        # readers would then skip files holding larger wei values); it replaces exactly the
+        # files read, on the snapshot read. dataChange=false: the rows are the same.
+        writer = TableFileWriter(uri, name, schema)
+        for batch in data.to_batches():
+            writer.add(batch)
+        written = writer.close()
+        now = int(time.time() * 1000)
+        actions = [AddAction(written.path, written.size, {}, now, False, written.stats),
+                   *(RemoveAction(f.path, False, now, f.size, {}) for f in inside)]
         try:
-            write_deltalake(
-                dt, data, mode="overwrite", predicate=predicate, target_file_size=_ONE_FILE,
+            dt.create_write_transaction(
+                actions, mode="append", schema=schema,
                 commit_properties=CommitProperties(
                     # Same application id as every chainlake writer: any commit racing this one
                     # conflicts, and whoever loses re-reads (see ingestion.sink).
@@ -388,6 +397,7 @@ def compact_unit(lake: BronzeLake, name: str, unit: CompactionUnit) -> int:
                     custom_metadata={"chainlake.operation": "compact"}))
             return len(inside)
         except CommitFailedError as err:  # another writer committed first: plan and read again
+            writer.discard()
             log.info("%s: compaction of [%d, %d) lost a commit race (%s), attempt %d",
                      name, unit.start, unit.end, str(err).splitlines()[0], attempt)
             time.sleep(random.uniform(0.05, 0.2) * attempt)

@@ -328,7 +328,7 @@ class BronzeLake:
         rewritten: list[TableFile] = []
 
         def commit() -> None:
-            delete_table_files(self.root, rewritten)
+            delete_table_files(self.root, rewritten, self.layer)
             rewritten.clear()
             dt = DeltaTable(uri)
             removes = self._replaced_files(dt, name, start, end, rewritten)
@@ -361,7 +361,7 @@ class BronzeLake:
             if known and (hi < start or lo >= end):
                 continue  # wholly outside the range
             if not (known and start <= lo and hi < end):  # straddles an edge: keep the rest
-                rows = read_table_file(self.table_uri(name), name, path)
+                rows = read_table_file(self.table_uri(name), self.tables[name].arrow_schema, path)
                 numbers = rows.column("block_number")
                 outside = rows.filter(pc.or_(pc.less(numbers, start), pc.greater_equal(numbers, end)))
                 if outside.num_rows:

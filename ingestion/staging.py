@@ -160,19 +160,18 @@ def delete_files(fs: pafs.FileSystem, paths: list[str]) -> None:
             fs.delete_file(path)
 
 
-def read_table_file(table_uri: str, name: str, path: str) -> pa.Table:
-    """The rows of one data file of table ``name`` (``path`` relative to its root), in the
-    declared schema (files other writers made may say ``string_view`` or ``large_string``)."""
+def read_table_file(table_uri: str, schema: pa.Schema, path: str) -> pa.Table:
+    """The rows of one data file of a table (``path`` relative to its root), in its declared
+    ``schema`` (files other writers made may say ``string_view`` or ``large_string``)."""
     fs, root = _fs_and_path(table_uri)
-    schema = TABLES[name].arrow_schema
     with fs.open_input_file(f"{root}/{path}") as source:
         return pq.read_table(source).select(schema.names).cast(schema)
 
 
-def delete_table_files(lake_root: str, files: list[TableFile]) -> None:
+def delete_table_files(lake_root: str, files: list[TableFile], layer: str = "bronze") -> None:
     """Delete written files that will not be committed (a range read again, a failed commit)."""
     for f in files:
-        fs, root = _fs_and_path(f"{lake_root}/bronze/{f.table}")
+        fs, root = _fs_and_path(f"{lake_root}/{layer}/{f.table}")
         delete_files(fs, [f"{root}/{f.path}"])
 
 

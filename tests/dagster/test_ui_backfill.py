@@ -17,6 +17,7 @@ from dagster_service import dagster_service
 
 from assets.demo import QUIET_DAGSTER_CLI
 from ingestion.ranges import parse_key, span_of
+from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +95,7 @@ def test_backfill_from_the_ui_fills_the_partitions_and_runs_never_overlap(dagste
 
     launched = gql(url, LAUNCH, params={
         "partitionNames": keys,
-        "assetSelection": [{"path": ["bronze", t]} for t in ("blocks", "transactions", "logs")],
+        "assetSelection": [{"path": ["bronze", t]} for t in TABLES],
     })["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
