@@ -107,7 +107,7 @@ def materialize(keys: list[str], env: dict[str, str], run_log: Path) -> int:
 def summarize(lake_uri: str, head: int, seconds: float) -> None:
     import dagster as dg
 
-    from assets.checks import CHECK_SPECS
+    from assets.checks import CONTINUITY_CHECKS
     from assets.silver import SILVER_CHECKS
     from ingestion.schemas import SILVER_TABLES, TABLES
     from ingestion.silver import SilverLake
@@ -121,7 +121,7 @@ def summarize(lake_uri: str, head: int, seconds: float) -> None:
         meta = event.asset_materialization.metadata if event and event.asset_materialization \
             else {}
         checks = {}
-        for spec in [*CHECK_SPECS, *(s for c in SILVER_CHECKS for s in c.check_specs)]:
+        for spec in (s for c in (*CONTINUITY_CHECKS, *SILVER_CHECKS) for s in c.check_specs):
             record = instance.get_latest_asset_check_evaluation_record(spec.key)
             evaluation = record.evaluation if record is not None else None
             checks[spec.asset_key.to_user_string()] = (
