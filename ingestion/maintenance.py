@@ -57,7 +57,8 @@ from deltalake.transaction import AddAction, RemoveAction
 from ingestion import settings
 from ingestion.checkpoint import first_missing_block
 from ingestion.ranges import parse_key, span_of
-from ingestion.schemas import TABLES
+from ingestion.schemas import SILVER_TABLES, TABLES
+from ingestion.silver import SilverLake
 from ingestion.sink import WRITER_APP_ID, BronzeLake, is_local
 from ingestion.staging import TableFileWriter
 
@@ -195,7 +196,8 @@ def maintain_lake(
     vacuum: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> MaintenanceReport:
-    """Compact, vacuum and checkpoint every bronze table; drop finished Spark checkpoints.
+    """Compact, vacuum and checkpoint every bronze and silver table; drop finished Spark
+    checkpoints.
 
     ``closed_before``: blocks below it are final (complete partitions) and may be compacted.
     ``partition_size``: compaction never merges files across its aligned ranges.
@@ -216,15 +218,20 @@ def maintain_lake(
     say = progress or (lambda line: None)
     started = time.monotonic()
     report = MaintenanceReport(lake.root, closed_before, retention_hours)
-    for name in TABLES:
-        dt = lake.table(name)
-        if dt is None:
-            report.notes.append(f"no {name} table")
-            continue
-        report.tables[name] = _maintain_table(
-            lake, name, closed_before=closed_before, partition_size=partition_size,
-            target_file_bytes=target_file_bytes, retention_hours=retention_hours,
-            compact=compact, vacuum=vacuum, say=say)
+    # Silver tables are range-replaced like bronze (a head-following run adds small files to
+    # each): the same compaction, vacuum and log upkeep keep them small.
+    silver = SilverLake(lake.root)
+    for layer, names in ((lake, TABLES), (silver, SILVER_TABLES)):
+        for name in names:
+            key = name if layer is lake else f"{silver.layer}/{name}"
+            if layer.table(name) is None:
+                if layer is lake:
+                    report.notes.append(f"no {name} table")
+                continue
+            report.tables[key] = _maintain_table(
+                layer, name, closed_before=closed_before, partition_size=partition_size,
+                target_file_bytes=target_file_bytes, retention_hours=retention_hours,
+                compact=compact, vacuum=vacuum, say=say)
     if is_local(lake.root):
         removed, kept = clean_spark_checkpoints(
             lake, retention_hours=retention_hours, first_block=first_block,
@@ -360,8 +367,8 @@ def compact_unit(lake: BronzeLake, name: str, unit: CompactionUnit) -> int:
     removed (0: skipped, because the range changed until it no longer needs compacting, or
     concurrent writers kept winning)."""
     uri = lake.table_uri(name)
-    schema = TABLES[name].arrow_schema
-    order = ["block_number", *(k for k in TABLES[name].key if k != "block_number")]
+    schema = lake.tables[name].arrow_schema
+    order = ["block_number", *(k for k in lake.tables[name].key if k != "block_number")]
     for attempt in range(1, COMPACT_ATTEMPTS + 1):
         dt = DeltaTable(uri)  # the snapshot everything below reads, and the commit is based on
         files = live_files(dt) or []
