@@ -116,3 +116,18 @@ def test_every_trace_kind_is_on_the_devnet(devnet, traced):
     # An inner revert in a successful transaction: that frame failed, its transaction did not.
     assert any(r["status"] == 0 and r["trace_address"] for r in traced.parity
                if traced.receipts[r["transaction_hash"]]["status"] == "0x1")
+
+
+@pytest.mark.parametrize("api", ["parity", "geth"])
+def test_the_spark_source_reads_traces_as_the_transform_builds_them(spark, devnet, traced, api):
+    """`spark.read.format("evm").option("dataset", "traces")`: the same rows as the pure path,
+    in the declared schema, with the API forced or (parity) chosen by the node."""
+    options = {"rpc_url": devnet.url, "start_block": "1", "end_block": str(devnet.head + 1),
+               "dataset": "traces", "blocks_per_partition": "7"}
+    if api == "geth":
+        options["trace_api"] = "geth"
+    rows = spark.read.format("evm").options(**options).load().toArrow()
+    assert rows.schema.equals(TRACES.arrow_schema)
+    expected = traced.parity if api == "parity" else traced.geth
+    key = ("block_number", "trace_index")
+    assert sorted(rows.to_pylist(), key=lambda r: tuple(r[k] for k in key)) == expected
