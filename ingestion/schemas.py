@@ -284,19 +284,34 @@ def markdown_docs() -> str:
              "## Bronze (`<lake>/bronze/<table>`)\n",
              *(t.markdown() + "\n" for t in TABLES.values()),
              "## Silver (`<lake>/silver/<table>`)\n",
-             *(t.markdown() + "\n" for t in SILVER_TABLES.values())]
+             *(t.markdown() + "\n" for t in silver_tables().values())]
     return "\n".join(parts)
 
 
 # Each dataset beyond the core tables is declared in its own module, beside its transform and
-# checks (they use the helpers above, hence the imports at the end).
-from ingestion.datasets.contracts import CONTRACTS  # noqa: E402
-from ingestion.datasets.token_transfers import TOKEN_TRANSFERS  # noqa: E402
-from ingestion.datasets.tokens import TOKENS  # noqa: E402
+# checks (they use the helpers above, hence the import at the end).
 from ingestion.datasets.traces import TRACES  # noqa: E402
 
 TABLES[TRACES.name] = TRACES
-SILVER_TABLES: dict[str, Table] = {t.name: t for t in (TOKEN_TRANSFERS, CONTRACTS, TOKENS)}
+
+
+def silver_tables() -> dict[str, Table]:
+    """The silver tables, declared beside their decoders. Imported on first use: every Spark
+    Python worker imports this module, and the decoders' imports (numpy, eth_utils) would add a
+    third of a CPU-second to each."""
+    from ingestion.datasets.contracts import CONTRACTS
+    from ingestion.datasets.token_transfers import TOKEN_TRANSFERS
+    from ingestion.datasets.tokens import TOKENS
+
+    return {t.name: t for t in (TOKEN_TRANSFERS, CONTRACTS, TOKENS)}
+
+
+def __getattr__(name: str) -> object:
+    """``SILVER_TABLES`` (module attribute, computed once by :func:`silver_tables`)."""
+    if name == "SILVER_TABLES":
+        globals()["SILVER_TABLES"] = tables = silver_tables()
+        return tables
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Datasets made of rows (the transforms build them); the source also offers FILES_NAME.
 DATASETS: tuple[str, ...] = (*TABLES, BUNDLE_NAME)
