@@ -75,3 +75,18 @@ def check_same_chain(stored: ChainIdentity, node: ChainIdentity, lake: str, node
             f"the node at {node_url} serves another chain than the lake {lake}: lake has "
             f"{stored.describe()}, node has {node.describe()}; refusing to write (check the RPC "
             f"URL, or use another lake)")
+
+
+def check_node_serves(client: RpcClient, node_chain_id: int, stored: ChainIdentity,
+                      lake: str) -> None:
+    """Refuse (``ChainIdentityError``) a node that is not on the lake's chain ``stored`` (its
+    chain id ``node_chain_id`` or its block at the anchor differs), or cannot show it (it does
+    not serve the anchor block)."""
+    try:
+        node = node_identity(client, node_chain_id, stored.anchor_block)
+    except MissingBlockError:
+        raise ChainIdentityError(
+            f"cannot check that the node at {client.redacted_url} serves the chain of the lake "
+            f"{lake} ({stored.describe()}): it does not serve block {stored.anchor_block}"
+        ) from None
+    check_same_chain(stored, node, lake, client.redacted_url)

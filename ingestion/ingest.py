@@ -28,12 +28,11 @@ from ingestion.identity import (
     ChainIdentity,
     ChainIdentityError,
     block_hash,
-    check_same_chain,
+    check_node_serves,
     node_identity,
 )
 from ingestion.links import Segment, check_segment_links
 from ingestion.reorg import Divergence, find_divergence
-from ingestion.rpc import MissingBlockError
 from ingestion.schemas import CORE_TABLES, FILES_NAME, TABLES
 from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult
 from ingestion.source import (
@@ -218,14 +217,7 @@ def check_chain_identity(lake: BronzeLake, opts: SourceOptions, view: ChainView)
     stored = lake.identity()
     with opts.client() as client:
         if stored is not None:
-            try:
-                node = node_identity(client, view.chain_id, stored.anchor_block)
-            except MissingBlockError:
-                raise ChainIdentityError(
-                    f"cannot check that the node at {client.redacted_url} serves the chain of "
-                    f"the lake {lake.root} ({stored.describe()}): it does not serve block "
-                    f"{stored.anchor_block}") from None
-            check_same_chain(stored, node, lake.root, client.redacted_url)
+            check_node_serves(client, view.chain_id, stored, lake.root)
             identity = stored
         else:
             identity = node_identity(client, view.chain_id, 0, fallback_block=opts.start_block)

@@ -51,8 +51,7 @@ from ingestion.coverage import Range, coalesce, file_spans, ranges_text, rows_in
 from ingestion.datasets.contracts import contracts_from_traces
 from ingestion.datasets.token_transfers import decode_token_transfers, transfer_rows_per_log
 from ingestion.datasets.tokens import fetch_tokens
-from ingestion.identity import ChainIdentity, ChainIdentityError, check_same_chain, node_identity
-from ingestion.rpc import MissingBlockError
+from ingestion.identity import ChainIdentity, check_node_serves
 from ingestion.schemas import SILVER_TABLES
 from ingestion.sink import (
     WRITER_APP_ID,
@@ -431,14 +430,7 @@ def build_tokens(lake_root: str, rpc_client_factory: ClientFactory, start: int, 
     with rpc_client_factory() as client:
         if identity is not None:  # the calls must read the lake's chain, as ingestion does
             client.check_chain_id(identity.chain_id)
-            try:
-                node = node_identity(client, identity.chain_id, identity.anchor_block)
-            except MissingBlockError:
-                raise ChainIdentityError(
-                    f"cannot check that the node at {client.redacted_url} serves the chain of "
-                    f"the lake {silver.root} ({identity.describe()}): it does not serve block "
-                    f"{identity.anchor_block}") from None
-            check_same_chain(identity, node, silver.root, client.redacted_url)
+            check_node_serves(client, identity.chain_id, identity, silver.root)
 
         def derive(a: int, b: int) -> pa.Table:
             contracts = silver.read_range(

@@ -323,21 +323,28 @@ def _diagnose(rows: _Rows, spec: _Field, type_: pa.DataType, nullable: bool,
     ) from cause
 
 
+def quantity_problem(v: object, type_: pa.DataType, nullable: bool) -> str | None:
+    """Why a hex quantity does not fit a BIGINT, DECIMAL(38,0) or TIMESTAMP column, or None."""
+    if v is None:
+        return None if nullable else "is null"
+    if not isinstance(v, str):
+        return "is not a hex string"
+    try:
+        n = int(v, 16)
+    except ValueError:
+        return "is not a hex quantity"
+    if n < 0:
+        return "is negative"
+    limit = {BIGINT: _INT64_MAX, WEI: _WEI_MAX, TIMESTAMP: _TS_MAX}[type_]
+    return f"does not fit {_TYPE_LABEL[type_]}" if n > limit else None
+
+
 def _problem(v: object, spec: _Field, type_: pa.DataType, nullable: bool) -> str | None:
     """Why a single value does not fit its column, or None."""
     if v is None:
         return None if nullable else "is null"
     if type_ in _QUANTITY_TYPES:
-        if not isinstance(v, str):
-            return "is not a hex string"
-        try:
-            n = int(v, 16)
-        except ValueError:
-            return "is not a hex quantity"
-        if n < 0:
-            return "is negative"
-        limit = {BIGINT: _INT64_MAX, WEI: _WEI_MAX, TIMESTAMP: _TS_MAX}[type_]
-        return f"does not fit {_TYPE_LABEL[type_]}" if n > limit else None
+        return quantity_problem(v, type_, nullable)
     if pa.types.is_string(type_):
         if not isinstance(v, str):
             return "is not a string"

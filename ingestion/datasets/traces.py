@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from ingestion import schemas
 from ingestion.errors import RefusedError
 from ingestion.schemas import BIGINT, HEX, TEXT, TIMESTAMP, WEI, col, list_of, opt
-from ingestion.transform import TransformError
+from ingestion.transform import TransformError, quantity_problem
 
 if TYPE_CHECKING:
     from ingestion.rpc import RpcClient
@@ -96,11 +96,8 @@ def _params(api: str, block: str) -> list:
 # --------------------------------------------------------------------------------------------
 # Converting one column (vectorized; the offending row is named only when a check fails).
 
-_INT64_MAX = 2**63 - 1
-_WEI_MAX = 10**38 - 1
-_TS_MAX = _INT64_MAX // 1_000_000
-_LIMIT = {BIGINT: (_INT64_MAX, "BIGINT"), WEI: (_WEI_MAX, "DECIMAL(38,0)"),
-          TIMESTAMP: (_TS_MAX, "a microsecond TIMESTAMP")}
+_TS_MAX = (2**63 - 1) // 1_000_000  # seconds a microsecond TIMESTAMP holds
+
 
 Label = Callable[[int], str]  # names row i, e.g. "block 12: transaction 3 trace [0, 1]"
 FieldName = Callable[[int], str]  # the reply field row i's value came from
@@ -142,22 +139,7 @@ def _quantities(raw: list, type_: pa.DataType, label: Label, name: FieldName, *,
             raise _Invalid("negative")
         return arr
     except (_Invalid, TypeError, ValueError, OverflowError, pa.ArrowException) as e:
-        _diagnose(raw, lambda v: _quantity_problem(v, type_, nullable), label, name, e)
-
-
-def _quantity_problem(v: object, type_: pa.DataType, nullable: bool) -> str | None:
-    if v is None:
-        return None if nullable else "is null"
-    if not isinstance(v, str):
-        return "is not a hex string"
-    try:
-        n = int(v, 16)
-    except ValueError:
-        return "is not a hex quantity"
-    if n < 0:
-        return "is negative"
-    limit, what = _LIMIT[type_]
-    return f"does not fit {what}" if n > limit else None
+        _diagnose(raw, lambda v: quantity_problem(v, type_, nullable), label, name, e)
 
 
 def _hexes(raw: list, label: Label, name: FieldName, *, nullable: bool = True) -> pa.Array:
