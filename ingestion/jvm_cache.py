@@ -25,10 +25,16 @@ from pathlib import Path
 ENV_CACHE_DIR = "CHAINLAKE_CACHE_DIR"
 
 
+def cache_dir() -> Path:
+    """Where chainlake keeps what it builds once per machine (this archive, the Python worker
+    wrapper of ``ingestion.python_workers``)."""
+    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "chainlake")
+
+
 def archive_path() -> Path:
     import pyspark
 
-    root = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "chainlake")
+    root = cache_dir()
     java = Path(os.environ.get("JAVA_HOME") or "java").name or "java"
     return root / f"spark-{pyspark.__version__}-{java}-classes.jsa"
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
-from ingestion.devnet import DEFAULT_HOST, DEFAULT_PORT, DEVNET_CHAIN_ID
+# The embedded devnet (ingestion.devnet). Declared here, not there, so that reading a setting
+# imports no HTTP client: every Spark Python worker imports this module.
+DEVNET_CHAIN_ID = 31337
+DEFAULT_PORT = 8545
+DEFAULT_HOST = "127.0.0.1"
 
 ENV_RPC_URL = "CHAINLAKE_RPC_URL"
 ENV_LAKE_URI = "CHAINLAKE_LAKE_URI"

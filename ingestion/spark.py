@@ -36,15 +36,35 @@ LOCAL_CONF: dict[str, str] = {"spark.driver.host": "127.0.0.1",
                               "spark.driver.bindAddress": "127.0.0.1"}
 
 
-def python_environment() -> None:
-    """Workers must run the interpreter that has pyarrow and this package installed, and Spark
-    must not bind a non-loopback address on these machines."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+def python_environment(local: bool = True) -> str:
+    """Set up the environment Spark's JVM and Python workers inherit; return the Python Spark
+    starts its workers with.
+
+    Workers must run the interpreter that has pyarrow and this package installed; for a local
+    JVM that is ``ingestion.python_workers``' wrapper of it (workers import the installed,
+    byte-compiled pyspark instead of compiling Spark's zipped copy), unless ``PYSPARK_PYTHON``
+    names another interpreter. Spark must not bind a non-loopback address on these machines.
+    """
+    python = os.environ.get("PYSPARK_PYTHON") or sys.executable
+    if local and _same_file(python, sys.executable):
+        from ingestion.python_workers import worker_python
+
+        python = worker_python()
+    # The JVM starts its driver-side planning workers with PYSPARK_DRIVER_PYTHON, the rest with
+    # PYSPARK_PYTHON: both get the same interpreter.
+    os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = python
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Arrow's default allocator keeps freed memory for reuse; a task's batches come and go, so
     # give it back (the workers inherit this environment).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    return python
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
 
 
 def get_spark(master: str | None = None, app_name: str = "chainlake",
@@ -58,19 +78,20 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
     ``$CHAINLAKE_SPARK_MASTER`` or local mode. Later calls return the same session whatever they
     pass (Spark allows one active context per process).
     """
-    python_environment()
     with _lock:
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
         remote = remote or settings.spark_remote_from_env()
         if remote:
+            python_environment(local=False)
             spark = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
             register_sources(spark)
             return spark
         master = master or settings.spark_master_from_env()
+        python = python_environment(local=master.startswith("local"))
         builder = (SparkSession.builder.master(master).appName(app_name)
-                   .config("spark.pyspark.python", sys.executable))
+                   .config("spark.pyspark.python", python))
         conf = {**SESSION_CONF, **(LOCAL_CONF if master.startswith("local") else {}),
                 **(extra_conf or {})}
         conf["spark.driver.extraJavaOptions"] = java_options(

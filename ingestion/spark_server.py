@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +58,7 @@ class SparkConnectServer:
                 "spark.driver.extraJavaOptions": java_options(
                     SESSION_CONF["spark.driver.extraJavaOptions"]),
                 "spark.driver.host": "127.0.0.1",
-                "spark.driver.bindAddress": "127.0.0.1", "spark.pyspark.python": sys.executable,
+                "spark.driver.bindAddress": "127.0.0.1", "spark.pyspark.python": python_environment(),
                 "spark.connect.grpc.binding.address": "127.0.0.1",
                 "spark.connect.grpc.binding.port": str(self.port)}
         cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", SERVER_CLASS,
@@ -74,10 +73,10 @@ class SparkConnectServer:
         if _port_open(self.port):
             raise SparkServerError(f"port {self.port} on 127.0.0.1 is already in use (a Spark "
                                    f"Connect server already running?); choose another port")
-        python_environment()
+        command = self.command()  # sets the workers' Python in os.environ too
         env = {**os.environ, "SPARK_HOME": str(spark_home())}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -1,9 +1,9 @@
 """The local devnet: an anvil process (``node``), traffic for it (``traffic``) and the compiled
 contracts that traffic deploys (``contracts``).
 
-Only the light ``node`` names are re-exported here: ``ingestion.settings`` imports the devnet
-constants, so importing this package must not pull in the traffic generator's dependencies
-(eth-account, ckzg). Import ``ingestion.devnet.traffic`` for traffic.
+Only the light ``node`` names are re-exported here: importing this package must not pull in the
+traffic generator's dependencies (eth-account, ckzg). Import ``ingestion.devnet.traffic`` for
+traffic. The devnet's address and chain id are declared in ``ingestion.settings``.
 """
 
 from ingestion.devnet.node import (

@@ -21,11 +21,9 @@ import httpx
 import orjson
 
 from ingestion.processes import stop_group
+from ingestion.settings import DEFAULT_HOST, DEFAULT_PORT, DEVNET_CHAIN_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEVNET_CHAIN_ID = 31337
-DEFAULT_PORT = 8545
-DEFAULT_HOST = "127.0.0.1"
 # prague for EIP-7702 coverage; large benchmark chains use cancun (prague mining slows per block
 # in anvil 1.7.1, see DESIGN.md).
 DEFAULT_HARDFORK = "prague"

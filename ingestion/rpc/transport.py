@@ -24,8 +24,10 @@ What it does for every request:
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -94,6 +96,22 @@ class _Pacer:
             self._next = start + tokens * self._interval
         if start > now:
             sleep(start - now)
+
+
+def _tls_context(url: str) -> ssl.SSLContext:
+    """httpx's default verifying context for https (loading the CA bundle costs ~0.1 CPU-s, so
+    a process loads it once). Plain http gets a context that trusts no CA: it is never used (no
+    redirects are followed, so such a client never speaks TLS) and could not complete a
+    handshake if it were."""
+    return _verifying_context() if url.lower().startswith("https:") else _PLAIN_HTTP_CONTEXT
+
+
+@functools.cache
+def _verifying_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+_PLAIN_HTTP_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class JsonRpcTransport:
@@ -174,6 +192,7 @@ class JsonRpcTransport:
                         headers={"content-type": "application/json",
                                  "accept": "application/json"},
                         follow_redirects=False,
+                        verify=_tls_context(self._url),
                     )
                 http = self._http
         return http
