@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class RefusedError(RuntimeError):
     """Going on would store something the chain does not say, or lose what the lake holds."""
+
+
+class TransformError(ValueError):
+    """A node reply that cannot be turned into rows exactly (names the block and field)."""

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingestion import schemas
+from ingestion.errors import TransformError
 from ingestion.schemas import BIGINT, TIMESTAMP, WEI
 
 __all__ = [
@@ -46,10 +47,6 @@ class RawBlock:
     receipts: list[dict]  # receipts of its transactions, in transaction-index order
     traces: list | None = None  # the trace API's reply for the block, when traces are read
     trace_api: str | None = None  # which API gave ``traces``: "parity" or "geth"
-
-
-class TransformError(ValueError):
-    """A node reply that cannot be turned into rows exactly (names the block and field)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion import schemas
-from ingestion.errors import RefusedError
+# ``transform`` as a module, not its names: it imports ingestion.schemas, which registers this
+# dataset, so this module may run while ingestion.transform is still being imported.
+from ingestion import schemas, transform
+from ingestion.errors import RefusedError, TransformError
 from ingestion.schemas import BIGINT, HEX, TEXT, TIMESTAMP, WEI, col, list_of, opt
-from ingestion.transform import TransformError, quantity_problem
 
 if TYPE_CHECKING:
     from ingestion.rpc import RpcClient
@@ -139,7 +140,7 @@ def _quantities(raw: list, type_: pa.DataType, label: Label, name: FieldName, *,
             raise _Invalid("negative")
         return arr
     except (_Invalid, TypeError, ValueError, OverflowError, pa.ArrowException) as e:
-        _diagnose(raw, lambda v: quantity_problem(v, type_, nullable), label, name, e)
+        _diagnose(raw, lambda v: transform.quantity_problem(v, type_, nullable), label, name, e)
 
 
 def _hexes(raw: list, label: Label, name: FieldName, *, nullable: bool = True) -> pa.Array:

@@ -259,7 +259,11 @@ class JsonRpcTransport:
         if self._pacer is not None:
             self._pacer.acquire(len(chunk), self._sleep)
         try:
-            response = self._client().post(self._url, content=body)
+            # Streamed and joined here, not ``post()``: httpx keeps a read body on the Response,
+            # and Request and Response form a reference cycle, so the (tens of MB) body would
+            # live until the cyclic collector ran, which tasks pause (ingestion.source).
+            with self._client().stream("POST", self._url, content=body) as response:
+                content = b"".join(response.iter_bytes())
         except httpx.TimeoutException as err:
             raise _Retryable(RpcTransportError, f"timed out ({type(err).__name__}, "
                              f"timeout {self.settings.timeout_s:g}s)") from None
@@ -277,23 +281,23 @@ class JsonRpcTransport:
             retry_after = (retry_after_seconds(response.headers.get("retry-after"))
                            if status in (429, 503) else None)
             raise _Retryable(RpcTransportError, f"HTTP {status} {response.reason_phrase}".strip()
-                             + self._redactor.body_hint(response.content), retry_after)
+                             + self._redactor.body_hint(content), retry_after)
         if not 200 <= status < 300:
-            self._raise_http_error(response, chunk, is_batch)
-        self.bytes_received += len(response.content)
+            self._raise_http_error(response, content, chunk, is_batch)
+        self.bytes_received += len(content)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise _Retryable(RpcResponseError, f"invalid JSON in a {len(response.content)}-byte "
-                             f"reply: {self._redactor.snippet_bytes(response.content)}") from None
+            raise _Retryable(RpcResponseError, f"invalid JSON in a {len(content)}-byte "
+                             f"reply: {self._redactor.snippet_bytes(content)}") from None
         return self._match(data, chunk, is_batch)
 
-    def _raise_http_error(self, response: httpx.Response, chunk: list[tuple[str, list]],
-                          is_batch: bool) -> None:
+    def _raise_http_error(self, response: httpx.Response, content: bytes,
+                          chunk: list[tuple[str, list]], is_batch: bool) -> None:
         """A 4xx (or 1xx/3xx) other than 408/413/429: not retried, but it may carry a JSON-RPC
         error that says the batch is too large or the node is rate limiting."""
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
             data = None
         items = data if isinstance(data, list) else [data]
@@ -307,7 +311,7 @@ class JsonRpcTransport:
                                      f"{self._redactor.scrub(message)[:200]}")
         raise RpcTransportError(
             f"{describe_chunk(chunk)} to {self.redacted_url}: HTTP {response.status_code} "
-            f"{response.reason_phrase}{self._redactor.body_hint(response.content)}")
+            f"{response.reason_phrase}{self._redactor.body_hint(content)}")
 
     def _match(self, data: Any, chunk: list[tuple[str, list]], is_batch: bool) -> list[Any]:
         """Results of ``chunk`` from the parsed reply, in call order."""

@@ -89,6 +89,8 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0  # requests being handled (a delayed one may outlive its test)
         self._upstream = httpx.Client(timeout=30.0)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -97,7 +99,10 @@ class FaultProxy:
     # -- scripting ------------------------------------------------------------------------
 
     def reset(self) -> None:
+        """Forget the script and what was seen, once no request is being handled: a request a
+        test's client gave up on (a delay fault) must not consume the next test's rules."""
         with self._lock:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=30)
             self.faults: collections.deque[Fault] = collections.deque()
             self.rules: list[Rule] = []
             self.max_batch: int | None = None
@@ -252,6 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         calls = payload if isinstance(payload, list) else [payload]
         fault = proxy._next_fault()
         with proxy._lock:
+            proxy._in_flight += 1
             proxy.seen.append(Seen(
                 path=self.path, batch=isinstance(payload, list), size=len(calls),
                 methods=tuple(c.get("method") for c in calls if isinstance(c, dict)),
@@ -283,6 +289,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, headers, reply)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True  # the client gave up (e.g. timed out)
+        finally:
+            with proxy._lock:
+                proxy._in_flight -= 1
+                proxy._idle.notify_all()
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)

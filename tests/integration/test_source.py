@@ -198,3 +198,15 @@ def test_bad_options_name_the_problem(spark, devnet):
         read_batch(spark, devnet, "blocks", start=10, end=5)
     with pytest.raises(Exception, match="option 'dataset' must be one of"):
         read_batch(spark, devnet, "receipts")
+
+
+def test_python_workers_import_the_installed_pyspark(spark):
+    """Local sessions start Python workers without Spark's zipped pyspark on PYTHONPATH
+    (ingestion.python_workers): the installed, byte-compiled package is what they import."""
+    import pyspark
+    from pyspark.sql.functions import udf
+
+    where = udf(lambda _: __import__("pyspark").__file__)
+    imported = spark.range(1).select(where("id")).collect()[0][0]
+    assert ".zip" not in imported and ".jar" not in imported
+    assert imported == pyspark.__file__
