@@ -40,7 +40,7 @@ import dagster as dg
 
 from assets.partitions import BLOCK_RANGES, PartitionKeyError, check_run_keys, partition_size
 from assets.resources import LakeResource, RpcResource, SparkResource
-from ingestion import settings
+from ingestion import continuity, settings
 from ingestion.coverage import HISTORY, TIP, FileSpan, file_spans, rows_in_range, table_rows
 from ingestion.errors import RefusedError
 from ingestion.ingest import IngestResult, default_scope, explain_failure, run_ingest
@@ -232,6 +232,7 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     rate = requests_per_second(tags, kind)
     bronze = lake.lake()
     check_lake_writable(bronze.root)  # a file, a read-only or full disk: now, not in Spark
+    continuity.preload()  # the run's blocking checks validate next: import GX meanwhile
     session = spark.session()
     first_block = settings.start_block_from_env()
     size = partition_size()

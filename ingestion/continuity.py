@@ -92,6 +92,7 @@ No Dagster imports here: ``assets/checks.py`` and ``chainlake validate`` are thi
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -647,10 +648,45 @@ def _checks(chain_id: int | None, tables: Iterable[str] = TABLE_ORDER) -> list[_
 FRAMES = ("block_numbers", "blocks", "transactions", "logs", "traces")
 
 
+_preloading: threading.Thread | None = None
+_preload_lock = threading.Lock()
+
+
+def _import_great_expectations() -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations.expectations  # noqa: F401
+    from great_expectations.data_context.types.base import DataContextConfig  # noqa: F401
+
+
+def preload() -> None:
+    """Start importing great_expectations in a background thread.
+
+    The import is most of a validation's fixed cost (~2.8 CPU-s and as many seconds), and a
+    Dagster run validates right after it ingests. Started when ingestion starts, the import
+    overlaps Spark's start and the micro-batches, during which the ingesting thread mostly
+    waits on the JVM. Validation waits for this thread before it imports anything itself: GX's
+    modules cannot be imported from two threads at once.
+    """
+    global _preloading
+    with _preload_lock:
+        if _preloading is None:
+            _preloading = threading.Thread(target=_import_great_expectations,
+                                           name="chainlake-gx-preload", daemon=True)
+            _preloading.start()
+
+
+def _await_preload() -> None:
+    with _preload_lock:
+        thread = _preloading
+    if thread is not None:
+        thread.join()
+
+
 class _Suites:
     """One ephemeral GX context with one suite + validation definition per prepared frame."""
 
     def __init__(self, checks: list[_Check], max_examples: int) -> None:
+        _await_preload()
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
         import great_expectations.expectations as gxe
