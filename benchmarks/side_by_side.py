@@ -1,7 +1,7 @@
 """chainlake side by side with a bare reader, cryo and ethereum-etl, against the same node.
 
     .venv/bin/python benchmarks/side_by_side.py [--short 300] [--long 3000] [--rounds 2]
-        [--node replay|anvil] [--tools bare,cryo,etl,chainlake,dagster] [--install-peers]
+        [--node replay|anvil] [--tools bare,cryo,etl,chainlake,warm,dagster] [--install-peers]
 
 The node (started and stopped by this script):
   replay  (default) benchmarks/replay_node.py: real mainnet blocks 17173049/17173050 in turn,
@@ -20,6 +20,9 @@ The tools, each a separate process tree started as a user would start it, into f
              export_receipts_and_logs, into CSV, default batch size and workers.
   chainlake  `chainlake ingest --start-block S --end-block E --confirmations 0` into a fresh lake:
              Spark start, streaming, Delta writes, Spark stop.
+  warm       the same command connected to a warm Spark (`chainlake spark-server`, as `make dev`
+             runs it): the server is started and warmed up once (a 10-block ingest), not counted;
+             its CPU during each run and its RSS after it are added to the tool's.
   dagster    the single run a Dagster backfill of the same range launches
              (`dagster asset materialize --partition-range`, as benchmarks/dagster_backfill.py),
              fresh DAGSTER_HOME and lake; adding the dynamic partitions first is not counted.
@@ -74,14 +77,14 @@ BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from measure import MeasuredTree, tree_cpu  # noqa: E402
+from measure import MeasuredTree, tree_cpu, tree_rss  # noqa: E402
 
 from assets.bronze import BRONZE_SELECTION  # noqa: E402
 from ingestion.ranges import spans_through  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PEERS_DEFAULT = Path(os.environ.get("CHAINLAKE_PEERS") or "/tmp/chainlake-peers")
-TOOLS = ("bare", "cryo", "etl", "chainlake", "dagster")
+TOOLS = ("bare", "cryo", "etl", "chainlake", "warm", "dagster")
 
 CRYO_SNIPPET = """
 import sys, cryo
@@ -188,6 +191,7 @@ class Tool:
     prepare: Callable[[int, int, Path], tuple[list[str], dict[str, str], Path]]
     count: Callable[[Path, str], tuple[int, int, int] | None]
     version: str = ""
+    server_pid: int | None = None  # a long-lived process tree the tool uses (a warm Spark)
 
 
 @dataclass
@@ -196,6 +200,25 @@ class Setup:
     peers: Path
     partition_size: int
     skipped: dict[str, str] = field(default_factory=dict)
+    server: object | None = None  # ingestion.spark_server.SparkConnectServer, when started
+
+    def warm_server(self):
+        """A Spark Connect server (`chainlake spark-server`), started once and warmed up with
+        a 10-block ingest: its start is not counted (like the node's), its CPU during a run is."""
+        from ingestion.devnet import free_port
+        from ingestion.spark_server import SparkConnectServer
+
+        self.server = SparkConnectServer(port=free_port()).start()
+        with tempfile.TemporaryDirectory(prefix="sbs-warmup-") as scratch:
+            subprocess.run([str(BIN / "chainlake"), "ingest", "--rpc-url", self.node.url,
+                            "--lake", f"{scratch}/lake", "--start-block", "0", "--end-block",
+                            "10", "--confirmations", "0"], check=True, capture_output=True,
+                           env={**os.environ, "CHAINLAKE_SPARK_REMOTE": self.server.url})
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
 
 def _first_line(cmd: list[str], env: dict[str, str] | None = None) -> str:
@@ -291,6 +314,18 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
                           lambda d, _o: _lake_counts(d / "lake"),
                           f"chainlake {md.version('chainlake')}"))
 
+    if "warm" in wanted:
+        server = setup.warm_server()
+
+        def warm(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
+            return ([str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
+                     str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
+                     "--chain-id", str(node.chain_id), "--confirmations", "0"],
+                    {**base_env, "CHAINLAKE_SPARK_REMOTE": server.url}, d)
+
+        tools.append(Tool("warm", "chainlake ingest, warm Spark", warm,
+                          lambda d, _o: _lake_counts(d / "lake"), server_pid=server.process.pid))
+
     if "dagster" in wanted:
         def dagster(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
             size = setup.partition_size
@@ -317,8 +352,12 @@ def run_tool(tool: Tool, node: Node, start: int, end: int, timeout: float) -> Ru
         out = Path(scratch)
         cmd, env, cwd = tool.prepare(start, end, out)
         node_before = tree_cpu(node.pid)
+        server_before = tree_cpu(tool.server_pid) if tool.server_pid else 0.0
         m = MeasuredTree(cmd, env=env, cwd=str(cwd), timeout=timeout).run()
         node_cpu = tree_cpu(node.pid) - node_before
+        if tool.server_pid:  # the warm server's work for this run is the tool's, and its memory
+            m.cpu_s += tree_cpu(tool.server_pid) - server_before
+            m.peak_rss += tree_rss(tool.server_pid)
         counts = tool.count(out, m.output)
     ok = m.returncode == 0 and not m.timed_out and counts is not None \
         and counts[0] == end - start
@@ -442,8 +481,8 @@ def main() -> None:
         node = start_replay_node(args.long + 1_000)
     else:
         node = start_anvil(args.long, args.txs_per_block)
+    setup = Setup(node, args.peers, partition_size)
     try:
-        setup = Setup(node, args.peers, partition_size)
         tools = build_tools(setup, wanted)
         header = environment(setup, tools)
         for line in header:
@@ -466,6 +505,7 @@ def main() -> None:
                              for r in runs if r.ok and r.blocks in reference
                              and r.counts != reference[r.blocks]})
     finally:
+        setup.stop()
         node.stop()
 
     print()

@@ -349,8 +349,12 @@ def _majority_chain_id(lake: BronzeLake, start: int, end: int) -> int | None:
 
 def _codes(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
     """Integer codes for hex strings, equal exactly when the strings are (one dictionary)."""
-    chunks = [chunk for column in columns for chunk in column.chunks]
-    encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
+    chunks = [_as_fixed_width(chunk) for column in columns for chunk in column.chunks]
+    if len({chunk.type for chunk in chunks}) > 1:  # mixed widths: strings after all
+        chunks = [chunk.cast(pa.string()) if chunk.type != pa.string() else chunk
+                  for chunk in chunks]
+    encoded = pa.chunked_array(chunks, type=chunks[0].type if chunks else pa.string()) \
+        .dictionary_encode()
     indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], type=pa.int32())
     out, at = [], 0
     for column in columns:
@@ -358,6 +362,23 @@ def _codes(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
         at += len(column)
         out.append(pc.fill_null(codes, -1).cast(pa.int64()))
     return out
+
+
+def _as_fixed_width(chunk: pa.Array) -> pa.Array:
+    """The same strings as ``fixed_size_binary`` when they all have one length (hashes always
+    do, unless null), else ``chunk``: dictionary-encoding fixed-width values is ~3x faster
+    (no offsets to follow), and equal bytes are equal strings."""
+    n = len(chunk)
+    if n == 0 or chunk.null_count or chunk.type != pa.string():
+        return chunk
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=n + 1,
+                            offset=4 * chunk.offset)
+    width = int(offsets[1] - offsets[0])
+    if width == 0 or int(offsets[-1] - offsets[0]) != width * n \
+            or not np.all(np.diff(offsets) == width):
+        return chunk
+    data = chunk.buffers()[2].slice(int(offsets[0]), width * n)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, data])
 
 
 def _to_pandas(raw: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:

@@ -42,6 +42,7 @@ from ingestion.source import (
     observe_chain,
     parse_datasets,
 )
+from ingestion.spark import task_slots
 from ingestion.staging import StagedRange, TaskFigures, delete_table_files
 
 log = logging.getLogger("chainlake.ingest")
@@ -284,6 +285,8 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         result.seconds = time.monotonic() - started
         return result
     opts = replace(opts, end_block=target)
+    if opts.task_slots is None:  # small micro-batches use every slot (balanced_task_size)
+        opts = replace(opts, task_slots=task_slots(spark))
 
     # Runs where Spark runs foreachBatch (this process, or a Spark Connect server's Python
     # worker): it reports progress through the lake, in its ``blocks`` commit.

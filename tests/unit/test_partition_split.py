@@ -48,3 +48,49 @@ def test_a_result_is_split_per_partition():
     assert [p.blocks for p in parts] == [16, 16, 8]
     assert sum(p.seconds for p in parts) == 8.0
     assert all(p.target_end == 40 for p in parts)  # the last partition stays open
+
+
+def test_small_micro_batches_are_cut_so_that_every_task_slot_works():
+    from ingestion.source import TASK_OVERHEAD_BLOCKS, SourceOptions, balanced_task_size
+
+    assert balanced_task_size(2000, 1000, 2) == 1000  # already one task per slot
+    assert balanced_task_size(300, 1000, 2) == 200  # [0, 200) and [200, 300), not one task
+    assert balanced_task_size(1500, 1000, 2) == 250  # 3 waves of 250, not 1,000 then 500 idle
+    assert balanced_task_size(10, 1000, 2) == 1000  # a task costs more than it would save
+    assert balanced_task_size(300, 1000, 1) == 1000
+    for blocks in range(1, 2500, 7):
+        for size in (300, 1000, 97):
+            got = balanced_task_size(blocks, size, 2)
+            # a divisor: tasks never straddle a multiple of the configured size (a partition)
+            assert size % got == 0 and (got >= TASK_OVERHEAD_BLOCKS or got == size)
+    opts = SourceOptions.parse({"rpc_url": "http://x", "blocks_per_partition": "300",
+                                "task_slots": "2"})
+    assert opts.task_size(600) == 300  # two partitions: one task each
+    assert [(p.start, p.end) for p in split_range(300, 600, opts.task_size(300), 1)] == [
+        (300, 450), (450, 600)]
+
+
+def test_task_slots_come_from_a_local_master():
+    from ingestion.spark import task_slots
+
+    class Conf:
+        def __init__(self, master: str | None) -> None:
+            self.master = master
+
+        def get(self, key: str) -> str:
+            if self.master is None:
+                raise RuntimeError("no such key")
+            return self.master
+
+    class Session:
+        def __init__(self, master: str | None) -> None:
+            self.conf = Conf(master)
+
+    import os
+
+    assert task_slots(Session("local[2,3]")) == 2
+    assert task_slots(Session("local[4]")) == 4
+    assert task_slots(Session("local[*]")) == (os.cpu_count() or 1)
+    assert task_slots(Session("local")) == 1
+    assert task_slots(Session("spark://cluster:7077")) == 1
+    assert task_slots(Session(None)) == 1
