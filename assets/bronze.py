@@ -32,13 +32,12 @@ version, reorgs repaired and which partitions the run covered.
 """
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.partitions import BLOCK_RANGES, PartitionKeyError, check_run_keys, partition_size
+from assets.partitions import BLOCK_RANGES, PartitionKeyError, check_run_keys
 from assets.resources import LakeResource, RpcResource, SparkResource
 from ingestion import continuity, settings
 from ingestion.coverage import HISTORY, TIP, FileSpan, file_spans, rows_in_range, table_rows
@@ -235,7 +234,6 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     continuity.preload()  # the run's blocking checks validate next: import GX meanwhile
     session = spark.session()
     first_block = settings.start_block_from_env()
-    size = partition_size()
     if rate is not None:
         context.log.info(f"{kind or 'this'} run: at most {rate:g} JSON-RPC requests/s per task")
     runs: list[PartitionRun] = []
@@ -245,8 +243,11 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
             runs.extend(PartitionRun(span, None) for span in group)
             continue
         opts = rpc.source_options(start, end)
+        # Tasks keep the configured size, not the partition's: each task is a new Python worker
+        # (~0.6 CPU-s; PySpark reuses none without its fork daemon, which we leave off for
+        # memory), and rows per partition are counted from the lake, not from the tasks.
         opts = dataclasses.replace(
-            opts, blocks_per_partition=task_size(size, opts.blocks_per_partition),
+            opts,
             rpc_requests_per_second=rate if rate is not None else opts.rpc_requests_per_second)
         opts.validate()
         # One Spark query per run of contiguous partitions: a backfill pays the query's fixed
@@ -295,15 +296,6 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     return out
 
 
-def task_size(partition: int, task: int) -> int:
-    """Blocks per Spark task such that tasks (cut at multiples of it) never straddle a
-    partition: the partition size when smaller, else a divisor of it near ``task``."""
-    if partition <= task:
-        return partition
-    divisor = math.gcd(partition, task)
-    return divisor if divisor * 4 >= task else task  # a tiny divisor costs more than it buys
-
-
 def contiguous_groups(spans: list[BlockSpan], first_block: int = 0) -> list[list[BlockSpan]]:
     """The spans in block order, grouped into runs of adjacent ones; spans wholly before
     ``first_block`` form groups of their own (they have nothing to ingest)."""
@@ -340,7 +332,7 @@ def _partition_metadata(lake: BronzeLake, name: str, run: PartitionRun,
         "partition_state": dg.MetadataValue.text(run.state()),
         "open_partition": dg.MetadataValue.bool(run.open),
         "blocks_ingested": blocks,
-        "rows_written": result.rows(name) if result else 0,
+        "rows_written": _rows_written(lake, name, result, files),
         "blocks_per_second": round(blocks / run.seconds, 1) if run.seconds > 0 else 0.0,
         **{f"{stage}_seconds": round(seconds, 3) for stage, seconds in stages.items()},
         "json_mb": round(run.json_bytes() / 1e6, 3),
@@ -348,6 +340,15 @@ def _partition_metadata(lake: BronzeLake, name: str, run: PartitionRun,
                                                      files),
     }
     return metadata
+
+
+def _rows_written(lake: BronzeLake, name: str, result: IngestResult | None,
+                  files: list[FileSpan]) -> int:
+    """Rows of the blocks this run wrote in this partition, counted in the lake (exact even when
+    a Spark task straddled the partition's edge: tasks' own figures are then shared pro rata)."""
+    if result is None:
+        return 0
+    return sum(rows_in_range(lake, name, b.start, b.end, files) for b in result.batches)
 
 
 def _run_metadata(lake: BronzeLake, name: str, runs: list[PartitionRun], kind: str | None,

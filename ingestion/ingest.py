@@ -42,7 +42,6 @@ from ingestion.source import (
     observe_chain,
     parse_datasets,
 )
-from ingestion.spark import task_slots
 from ingestion.staging import StagedRange, TaskFigures, delete_table_files
 
 log = logging.getLogger("chainlake.ingest")
@@ -79,9 +78,9 @@ class BatchProgress:
     def within(self, start: int, end: int) -> BatchProgress | None:
         """This batch's part in blocks ``[start, end)`` (a Dagster partition), or None.
 
-        Rows, task seconds and JSON bytes are the tasks' own (tasks are cut at multiples of
-        the task size, so none straddles a partition whose size is a multiple of it; a task
-        that does is shared pro rata); the commit's seconds are shared by blocks."""
+        Rows, task seconds and JSON bytes are the tasks' own; a task that straddles the range's
+        edge is shared pro rata (the Dagster assets count each partition's rows in the lake);
+        the commit's seconds are shared by blocks."""
         a, z = max(start, self.start), min(end, self.end)
         if a >= z:
             return None
@@ -285,8 +284,6 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         result.seconds = time.monotonic() - started
         return result
     opts = replace(opts, end_block=target)
-    if opts.task_slots is None:  # small micro-batches use every slot (balanced_task_size)
-        opts = replace(opts, task_slots=task_slots(spark))
 
     # Runs where Spark runs foreachBatch (this process, or a Spark Connect server's Python
     # worker): it reports progress through the lake, in its ``blocks`` commit.

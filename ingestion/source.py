@@ -28,10 +28,7 @@ Options
     confirmations            blocks kept back from the head (default per chain, see settings)
     chain_id                 expected chain id; a node reporting another one fails the query
     max_blocks_per_trigger   admission control: blocks per micro-batch (streams)
-    blocks_per_partition     blocks per Spark task (tasks are cut at its multiples)
-    task_slots               tasks Spark runs at once (default 1); a micro-batch smaller than
-                             that many tasks is cut into tasks of a divisor of
-                             blocks_per_partition, so that every slot works
+    blocks_per_partition     blocks per Spark task
     rpc_blocks_per_request   blocks per batched JSON-RPC round trip inside a task
     rpc_timeout_s, rpc_max_retries, rpc_max_batch_size, rpc_requests_per_second
                              JSON-RPC client tuning (see ingestion.rpc)
@@ -106,9 +103,6 @@ class SourceOptions:
     chain_id: int | None = None
     max_blocks_per_trigger: int = settings.DEFAULT_MAX_BLOCKS_PER_TRIGGER
     blocks_per_partition: int = settings.DEFAULT_BLOCKS_PER_PARTITION
-    # Tasks Spark runs at once: a micro-batch smaller than that many tasks is cut finer. None:
-    # one (``run_ingest`` asks the session).
-    task_slots: int | None = None
     rpc_blocks_per_request: int = settings.DEFAULT_RPC_BLOCKS_PER_REQUEST
     rpc_timeout_s: float = RpcSettings.timeout_s
     rpc_max_retries: int = RpcSettings.max_retries
@@ -119,10 +113,6 @@ class SourceOptions:
     # links that prove continuity); None: the core three.
     datasets: str | None = None
     trace_api: str | None = None  # "parity" (trace_block) | "geth" (callTracer); None: ask node
-
-    def task_size(self, blocks: int) -> int:
-        """Blocks per task for a micro-batch of ``blocks``: see :func:`balanced_task_size`."""
-        return balanced_task_size(blocks, self.blocks_per_partition, self.task_slots or 1)
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> SourceOptions:
@@ -174,9 +164,9 @@ class SourceOptions:
             raise SourceOptionError(
                 f"end_block ({self.end_block}) must be greater than start_block "
                 f"({self.start_block}); the range is [start_block, end_block)")
-        for name in ("max_blocks_per_trigger", "blocks_per_partition", "task_slots",
-                     "rpc_blocks_per_request", "rpc_max_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+        for name in ("max_blocks_per_trigger", "blocks_per_partition", "rpc_blocks_per_request",
+                     "rpc_max_batch_size"):
+            if getattr(self, name) < 1:
                 raise SourceOptionError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.confirmations is not None and self.confirmations < 0:
             raise SourceOptionError(f"confirmations must be >= 0, got {self.confirmations}")
@@ -265,37 +255,9 @@ class BlockRange(InputPartition):
         return f"BlockRange([{self.start}, {self.end}), chain {self.chain_id})"
 
 
-# What one task costs before its first block (a client, the chain id check, three Parquet files),
-# in blocks' worth of work: a task smaller than a few times this does not pay for itself.
-TASK_OVERHEAD_BLOCKS = 25
-
-
-def balanced_task_size(blocks: int, size: int, slots: int) -> int:
-    """Blocks per task for a micro-batch of ``blocks``: ``size``, or a divisor of it when that
-    finishes sooner on ``slots`` task slots.
-
-    With ``size`` alone, a micro-batch smaller than ``slots * size`` leaves slots idle (300
-    blocks are one task; 1,500 blocks are a task of 1,000 and one of 500, the second slot idle
-    half the time). A divisor of ``size`` keeps the property ``split_range`` gives tasks (none
-    straddles a multiple of ``size``, so none straddles a Dagster partition). The estimate of a
-    split's time is its waves of tasks times a task's blocks plus ``TASK_OVERHEAD_BLOCKS``; ties
-    go to the larger tasks (fewer files).
-    """
-    if slots <= 1 or blocks <= 0:
-        return size
-
-    def finish(s: int) -> float:
-        tasks = -(-blocks // s)
-        return -(-tasks // slots) * (min(s, blocks) + TASK_OVERHEAD_BLOCKS)
-
-    divisors = [d for d in range(size, 0, -1) if size % d == 0 and d >= TASK_OVERHEAD_BLOCKS]
-    return min(divisors or [size], key=finish)
-
-
 def split_range(start: int, end: int, size: int, chain_id: int) -> list[BlockRange]:
-    """Tasks of at most ``size`` blocks, cut at multiples of ``size``: a task then never
-    straddles a Dagster partition whose size is a multiple of it, so each partition's rows are
-    known exactly from its tasks' files."""
+    """Tasks of at most ``size`` blocks, cut at multiples of ``size``: the same blocks make the
+    same tasks whichever range they are read in."""
     parts, a = [], start
     while a < end:
         b = min((a // size + 1) * size, end)
@@ -462,7 +424,7 @@ class EvmBatchReader(DataSourceReader):
                 f"end_block {end} is beyond what the node can serve: head is {view.head} with "
                 f"{view.confirmations} confirmations, so the last readable block is "
                 f"{view.safe_end - 1}")
-        return split_range(self.opts.start_block, end, self.opts.task_size(end - self.opts.start_block),
+        return split_range(self.opts.start_block, end, self.opts.blocks_per_partition,
                            view.chain_id)
 
     def read(self, partition: BlockRange) -> Iterator[pa.RecordBatch]:
@@ -518,7 +480,7 @@ class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         if stop <= begin:
             return []
         view = self._view or self._observe()
-        return split_range(begin, stop, self.opts.task_size(stop - begin), view.chain_id)
+        return split_range(begin, stop, self.opts.blocks_per_partition, view.chain_id)
 
     def read(self, partition: BlockRange) -> Iterator[pa.RecordBatch]:
         yield from read_range(self.opts, partition)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 
@@ -103,19 +102,6 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         spark.sparkContext.setLogLevel(os.environ.get("CHAINLAKE_SPARK_LOG_LEVEL", "ERROR"))
         register_sources(spark)
         return spark
-
-
-def task_slots(spark: SparkSession) -> int:
-    """How many tasks the session runs at once: N of a ``local[N]`` or ``local[N,F]`` master
-    (also through Spark Connect), the machine's cores for ``local[*]``, else 1 (unknown)."""
-    try:
-        master = spark.conf.get("spark.master") or ""
-    except Exception:  # noqa: BLE001 - a Connect server that will not say: assume one slot
-        return 1
-    match = re.fullmatch(r"local\[(\d+|\*)(?:,\s*\d+)?\]", master.strip())
-    if match is None:
-        return 1
-    return os.cpu_count() or 1 if match.group(1) == "*" else max(1, int(match.group(1)))
 
 
 def java_options(base: str, extra: str = "", use_archive: bool = True) -> str:

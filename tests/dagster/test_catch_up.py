@@ -643,8 +643,8 @@ def test_a_history_backfill_and_a_tip_run_run_at_the_same_time(devnet, tmp_path)
     # range: a gap, until the sensor heals it, which this test keeps from ticking again.)
 
 
-def test_contiguous_partitions_share_one_query_and_tasks_never_straddle_them():
-    from assets.bronze import contiguous_groups, task_size
+def test_contiguous_partitions_share_one_query():
+    from assets.bronze import contiguous_groups
     from ingestion.ranges import BlockSpan
 
     spans = [BlockSpan(32, 48), BlockSpan(0, 16), BlockSpan(16, 32), BlockSpan(64, 80)]
@@ -653,7 +653,3 @@ def test_contiguous_partitions_share_one_query_and_tasks_never_straddle_them():
     # Partitions wholly before CHAINLAKE_START_BLOCK have nothing to ingest: apart.
     assert contiguous_groups(spans[:3], first_block=20) == [
         [BlockSpan(0, 16)], [BlockSpan(16, 32), BlockSpan(32, 48)]]
-    assert task_size(16, 1000) == 16
-    assert task_size(100_000, 1000) == 1000
-    assert task_size(1500, 1000) == 500
-    assert task_size(1001, 1000) == 1000  # no useful divisor: a task may straddle (pro rata)
