@@ -525,3 +525,62 @@ def test_repair_reingests_traces_only_next_to_the_traces_window():
         (0, 5, False), (6, 10, True), (12, 20, True), (25, 35, True), (35, 36, True),
         (40, 50, False)]
     assert with_traces(ranges, None) == [(a, b, False) for a, b in ranges]
+
+
+def test_validation_right_after_a_preload_waits_for_it(tmp_path):
+    """``preload()`` imports great_expectations in a thread while a Dagster run ingests; a
+    validation started meanwhile must wait for it (GX cannot be imported from two threads at
+    once). In a fresh interpreter, so that the import really happens."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    script = f"""
+import sys
+sys.path.insert(0, {str(tests)!r})
+from synthetic_chain import chain, write
+from ingestion import continuity
+from ingestion.sink import BronzeLake
+lake = BronzeLake({str(tmp_path / "lake")!r})
+write(lake, chain(10), 0, 10)
+continuity.preload()
+continuity.preload()  # a second call starts nothing
+report = continuity.validate_range(lake)
+assert report.success, report.render()
+print("validated", report.rows["blocks"])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "validated 10"
+
+
+def test_hash_codes_are_the_same_over_fixed_width_and_string_columns():
+    import random
+
+    import pyarrow as pa
+
+    from ingestion.continuity import _codes
+
+    rng = random.Random(7)
+    pool = ["0x" + rng.randbytes(32).hex() for _ in range(50)]
+
+    def column(n: int, nulls: bool = False, odd: bool = False) -> pa.ChunkedArray:
+        values = [rng.choice(pool) for _ in range(n)]
+        if nulls:
+            values[rng.randrange(n)] = None
+        if odd:
+            values[rng.randrange(n)] = "0xabc"  # another width: the string path
+        return pa.chunked_array([pa.array(values[: n // 2]), pa.array(values[n // 2:])])
+
+    for columns in ([column(40), column(30)], [column(40), column(30, nulls=True)],
+                    [column(40, odd=True), column(30)], [column(40).slice(5), column(9)]):
+        got = [c.to_pylist() for c in _codes(columns)]
+        strings = [v for c in columns for v in c.to_pylist()]
+        flat = [v for c in got for v in c]
+        for i, a in enumerate(strings):  # equal codes exactly when equal strings; null -> -1
+            assert (flat[i] == -1) == (a is None)
+            for j in range(i):
+                if a is not None and strings[j] is not None:
+                    assert (flat[i] == flat[j]) == (a == strings[j])
