@@ -576,10 +576,24 @@ class _Check:
     gaps: bool = False  # unexpected rows name the block *after* missing blocks
 
 
+def _of_the_block_and_chain(table: str, chain_id: int | None) -> list[_Check]:
+    """A child table's rows carry their block's hash and the lake's chain id (each frame counts
+    the rows that do not, per block)."""
+    return [
+        _Check(f"{table} carry block hash", table, table,
+               lambda x: x.ExpectColumnValuesToBeBetween(column="stale_block_hash_rows",
+                                                         max_value=0),
+               "block_hash differs from the blocks table's (or no block row)"),
+        _Check(f"{table} chain id", table, table,
+               lambda x: x.ExpectColumnValuesToBeBetween(column="wrong_chain_id_rows",
+                                                         max_value=0),
+               f"chain_id is not {chain_id}"),
+    ]
+
+
 def _checks(chain_id: int | None, tables: Iterable[str] = TABLE_ORDER) -> list[_Check]:
     """The expectations about ``tables``, in report order."""
     chain = [chain_id] if chain_id is not None else []
-    no_rows = "(or no block row)"
     every = [
         _Check("block numbers unique", "blocks", "block_numbers",
                lambda x: x.ExpectColumnValuesToBeUnique(column="block_number"),
@@ -608,14 +622,7 @@ def _checks(chain_id: int | None, tables: Iterable[str] = TABLE_ORDER) -> list[_
                lambda x: x.ExpectColumnValuesToBeInSet(column="transaction_indexes_ok",
                                                        value_set=[True]),
                "transaction_index not exactly 0..n-1 (gap or duplicate)"),
-        _Check("transactions carry block hash", "transactions", "transactions",
-               lambda x: x.ExpectColumnValuesToBeBetween(column="stale_block_hash_rows",
-                                                         max_value=0),
-               f"block_hash differs from the blocks table's {no_rows}"),
-        _Check("transactions chain id", "transactions", "transactions",
-               lambda x: x.ExpectColumnValuesToBeBetween(column="wrong_chain_id_rows",
-                                                         max_value=0),
-               f"chain_id is not {chain_id}"),
+        *_of_the_block_and_chain('transactions', chain_id),
         _Check("log indexes 0..m-1", "logs", "logs",
                lambda x: x.ExpectColumnValuesToBeInSet(column="log_indexes_ok", value_set=[True]),
                "log_index not exactly 0..m-1 (gap or duplicate)"),
@@ -623,13 +630,7 @@ def _checks(chain_id: int | None, tables: Iterable[str] = TABLE_ORDER) -> list[_
                lambda x: x.ExpectColumnValuesToBeBetween(column="logs_without_transaction",
                                                          max_value=0),
                "a log's (transaction_index, transaction_hash) is not in transactions"),
-        _Check("logs carry block hash", "logs", "logs",
-               lambda x: x.ExpectColumnValuesToBeBetween(column="stale_block_hash_rows",
-                                                         max_value=0),
-               f"block_hash differs from the blocks table's {no_rows}"),
-        _Check("logs chain id", "logs", "logs",
-               lambda x: x.ExpectColumnValuesToBeBetween(column="wrong_chain_id_rows", max_value=0),
-               f"chain_id is not {chain_id}"),
+        *_of_the_block_and_chain('logs', chain_id),
         _Check("one top-level trace per transaction", "traces", "traces",
                lambda x: x.ExpectColumnValuesToBeBetween(
                    column="transactions_without_one_top_level_trace", max_value=0),
@@ -647,13 +648,7 @@ def _checks(chain_id: int | None, tables: Iterable[str] = TABLE_ORDER) -> list[_
                lambda x: x.ExpectColumnValuesToBeBetween(column="traces_without_transaction",
                                                          max_value=0),
                "a trace's (transaction_index, transaction_hash) is not in transactions"),
-        _Check("traces carry block hash", "traces", "traces",
-               lambda x: x.ExpectColumnValuesToBeBetween(column="stale_block_hash_rows",
-                                                         max_value=0),
-               f"block_hash differs from the blocks table's {no_rows}"),
-        _Check("traces chain id", "traces", "traces",
-               lambda x: x.ExpectColumnValuesToBeBetween(column="wrong_chain_id_rows", max_value=0),
-               f"chain_id is not {chain_id}"),
+        *_of_the_block_and_chain('traces', chain_id),
         _Check("trace indexes 0..n-1", "traces", "traces",
                lambda x: x.ExpectColumnValuesToBeInSet(column="trace_indexes_ok", value_set=[True]),
                "trace_index not 0..n-1 (a gap)"),

@@ -36,20 +36,23 @@ LOCAL_CONF: dict[str, str] = {"spark.driver.host": "127.0.0.1",
                               "spark.driver.bindAddress": "127.0.0.1"}
 
 
-def python_environment(local: bool = True) -> str:
-    """Set up the environment Spark's JVM and Python workers inherit; return the Python Spark
-    starts its workers with.
-
-    Workers must run the interpreter that has pyarrow and this package installed; for a local
-    JVM that is ``ingestion.python_workers``' wrapper of it (workers import the installed,
-    byte-compiled pyspark instead of compiling Spark's zipped copy), unless ``PYSPARK_PYTHON``
-    names another interpreter. Spark must not bind a non-loopback address on these machines.
-    """
+def worker_interpreter(local: bool = True) -> str:
+    """The Python Spark starts its workers with: the interpreter that has pyarrow and this
+    package installed, unless ``PYSPARK_PYTHON`` names another one; for a local JVM through
+    ``ingestion.python_workers``' wrapper (workers import the installed, byte-compiled pyspark
+    instead of compiling Spark's zipped copy)."""
     python = os.environ.get("PYSPARK_PYTHON") or sys.executable
     if local and _same_file(python, sys.executable):
         from ingestion.python_workers import worker_python
 
         python = worker_python()
+    return python
+
+
+def python_environment(local: bool = True) -> str:
+    """Set up the environment Spark's JVM and Python workers inherit; return the workers'
+    Python (``worker_interpreter``). Spark must not bind a non-loopback address here."""
+    python = worker_interpreter(local)
     # The JVM starts its driver-side planning workers with PYSPARK_DRIVER_PYTHON, the rest with
     # PYSPARK_PYTHON: both get the same interpreter.
     os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = python

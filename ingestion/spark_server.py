@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ingestion import settings
 from ingestion.processes import stop_group
-from ingestion.spark import SESSION_CONF, java_options, python_environment
+from ingestion.spark import SESSION_CONF, java_options, python_environment, worker_interpreter
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -58,7 +58,7 @@ class SparkConnectServer:
                 "spark.driver.extraJavaOptions": java_options(
                     SESSION_CONF["spark.driver.extraJavaOptions"]),
                 "spark.driver.host": "127.0.0.1",
-                "spark.driver.bindAddress": "127.0.0.1", "spark.pyspark.python": python_environment(),
+                "spark.driver.bindAddress": "127.0.0.1", "spark.pyspark.python": worker_interpreter(),
                 "spark.connect.grpc.binding.address": "127.0.0.1",
                 "spark.connect.grpc.binding.port": str(self.port)}
         cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", SERVER_CLASS,
@@ -73,7 +73,8 @@ class SparkConnectServer:
         if _port_open(self.port):
             raise SparkServerError(f"port {self.port} on 127.0.0.1 is already in use (a Spark "
                                    f"Connect server already running?); choose another port")
-        command = self.command()  # sets the workers' Python in os.environ too
+        python_environment()
+        command = self.command()
         env = {**os.environ, "SPARK_HOME": str(spark_home())}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
