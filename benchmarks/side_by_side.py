@@ -18,8 +18,9 @@ The tools, each a separate process tree started as a user would start it, into f
              parquet, default concurrency.
   etl        PyPI ethereum-etl: export_blocks_and_transactions, extract_csv_column (hashes),
              export_receipts_and_logs, into CSV, default batch size and workers.
-  chainlake  `chainlake ingest --start-block S --end-block E --confirmations 0` into a fresh lake:
-             Spark start, streaming, Delta writes, Spark stop.
+  chainlake  `chainlake ingest --start-block S --end-block E --confirmations 0 --datasets
+             blocks,transactions,logs` into a fresh lake: Spark start, streaming, Delta writes,
+             Spark stop. Every tool writes blocks, transactions and logs, no traces.
   warm       the same command connected to a warm Spark (`chainlake spark-server`, as `make dev`
              runs it): the server is started and warmed up once (a 10-block ingest), not counted;
              its CPU during each run and its RSS after it are added to the tool's.
@@ -81,8 +82,12 @@ from measure import MeasuredTree, tree_cpu, tree_rss  # noqa: E402
 
 from assets.bronze import BRONZE_SELECTION  # noqa: E402
 from ingestion.ranges import spans_through  # noqa: E402
+from ingestion.schemas import CORE_TABLES  # noqa: E402
 
 BIN = Path(sys.executable).parent
+# Every tool writes the same tables: the peers write no traces, so neither does chainlake (by
+# default it adds traces when the node serves a tracing API, as anvil does).
+DATASETS = ",".join(CORE_TABLES)
 PEERS_DEFAULT = Path(os.environ.get("CHAINLAKE_PEERS") or "/tmp/chainlake-peers")
 TOOLS = ("bare", "cryo", "etl", "chainlake", "warm", "dagster")
 
@@ -308,7 +313,8 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
         def chainlake(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
             return ([str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
                      str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
-                     "--chain-id", str(node.chain_id), "--confirmations", "0"], base_env, d)
+                     "--chain-id", str(node.chain_id), "--confirmations", "0",
+                     "--datasets", DATASETS], base_env, d)
 
         tools.append(Tool("chainlake", "chainlake ingest", chainlake,
                           lambda d, _o: _lake_counts(d / "lake"),
@@ -320,7 +326,8 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
         def warm(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
             return ([str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
                      str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
-                     "--chain-id", str(node.chain_id), "--confirmations", "0"],
+                     "--chain-id", str(node.chain_id), "--confirmations", "0",
+                     "--datasets", DATASETS],
                     {**base_env, "CHAINLAKE_SPARK_REMOTE": server.url}, d)
 
         tools.append(Tool("warm", "chainlake ingest, warm Spark", warm,
@@ -334,7 +341,8 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
             home.mkdir()
             shutil.copyfile(REPO / "config" / "dagster.yaml", home / "dagster.yaml")
             env = {**base_env, "CHAINLAKE_RPC_URL": node.url, "CHAINLAKE_PARTITION_SIZE": str(size),
-                   "DAGSTER_HOME": str(home), "CHAINLAKE_LAKE_URI": str(d / "lake")}
+                   "DAGSTER_HOME": str(home), "CHAINLAKE_LAKE_URI": str(d / "lake"),
+                   "CHAINLAKE_DATASETS": DATASETS}
             subprocess.run([sys.executable, "-c", ADD_PARTITIONS, *keys], cwd=REPO, env=env,
                            check=True, capture_output=True)
             return ([str(BIN / "dagster"), "asset", "materialize", "-m", "assets.definitions",

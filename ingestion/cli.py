@@ -14,6 +14,7 @@ from ingestion.errors import RefusedError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+DAEMON_SWEEP_S = 30.0  # how often `chainlake spark-server` looks for idle PySpark daemons
 
 
 class CliError(Exception):
@@ -303,7 +304,7 @@ def cmd_spark_server(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from ingestion.spark_server import SparkConnectServer, SparkServerError
+    from ingestion.spark_server import IdleDaemonReaper, SparkConnectServer, SparkServerError
 
     server = SparkConnectServer(port=args.port,
                                 master=args.spark_master or settings.spark_master_from_env())
@@ -315,11 +316,15 @@ def cmd_spark_server(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     print(f"chainlake spark-server: listening at {server.url} (set {settings.ENV_SPARK_REMOTE}="
           f"{server.url}); Ctrl-C stops it", flush=True)
+    reaper = IdleDaemonReaper(server.process.pid)
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(DAEMON_SWEEP_S):
             if server.process is None or server.process.poll() is not None:
                 print("chainlake spark-server: the server exited", file=sys.stderr)
                 return EXIT_FAILED
+            for pid in reaper.sweep():
+                print(f"chainlake spark-server: stopped PySpark daemon {pid}, idle for "
+                      f"{reaper.idle_s:.0f}s", flush=True)
     finally:
         server.stop()
     return 0

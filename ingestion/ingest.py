@@ -14,6 +14,7 @@ where the last one stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -304,7 +305,7 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         spark.readStream.format("evm")
         .options(**opts.as_spark_options())
         .load()
-        .writeStream.queryName(f"chainlake-{scope or 'ingest'}")
+        .writeStream.queryName(query_name(checkpoint, scope))
         .foreachBatch(write_batch)
         .option("checkpointLocation", checkpoint)
         .trigger(availableNow=True)
@@ -330,6 +331,13 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
     report_new_batches()
     result.seconds = time.monotonic() - started
     return result
+
+
+def query_name(checkpoint: str, scope: str | None) -> str:
+    """The streaming query's name: unique per checkpoint, because runs on a Spark Connect server
+    share one session (``spark.shared_session_id``), where active queries' names must differ."""
+    digest = hashlib.sha256(checkpoint.encode()).hexdigest()[:8]
+    return f"chainlake-{scope or 'ingest'}-{digest}"
 
 
 def batches_committed(lake: BronzeLake, app_id: str, after_version: int

@@ -17,6 +17,9 @@ ENV_SPARK_MASTER = "CHAINLAKE_SPARK_MASTER"
 # then connect to a warm Spark instead of starting one (used by ``make dev`` for the sensor).
 ENV_SPARK_REMOTE = "CHAINLAKE_SPARK_REMOTE"
 DEFAULT_SPARK_SERVER_PORT = 15002
+# A Spark Connect server stops a PySpark fork daemon that did no work for this long (seconds):
+# its session is gone or idle; a session that comes back gets a new one in a fraction of a second.
+SPARK_DAEMON_IDLE_S = 300.0
 
 DEFAULT_SPARK_MASTER = "local[2,3]"  # 2 cores; up to 3 attempts per task (local[N] never retries)
 

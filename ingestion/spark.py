@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import sys
 import threading
+import uuid
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -88,9 +92,7 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         remote = remote or settings.spark_remote_from_env()
         if remote:
             python_environment(local=False)
-            spark = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
-            register_sources(spark)
-            return spark
+            return _connect(remote)
         master = master or settings.spark_master_from_env()
         python = python_environment(local=master.startswith("local"))
         builder = (SparkSession.builder.master(master).appName(app_name)
@@ -105,6 +107,66 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         spark.sparkContext.setLogLevel(os.environ.get("CHAINLAKE_SPARK_LOG_LEVEL", "ERROR"))
         register_sources(spark)
         return spark
+
+
+def _connect(remote: str) -> SparkSession:
+    """A session on the Spark Connect server ``remote``: the session this machine's runs share
+    there (``shared_session_id``), unless ``remote`` names one itself. (No app name: a Connect
+    session has none of its own, and setting it is a round trip.)"""
+    if "session_id=" in remote:
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        register_sources(spark)
+        return spark
+    for renew in (False, True):
+        session_id = shared_session_id(remote, renew=renew)
+        separator = ";" if "/;" in remote else "/;"
+        spark = SparkSession.builder.remote(f"{remote}{separator}session_id={session_id}").create()
+        try:
+            register_sources(spark)  # the first round trip
+            return spark
+        except Exception as err:  # the server closed the shared session (idle timeout, stop())
+            spark.release_session_on_close = False
+            spark.stop()
+            if renew or "SESSION_CLOSED" not in str(err):
+                raise
+    raise AssertionError("unreachable")
+
+
+def shared_session_id(remote: str, *, renew: bool = False) -> str:
+    """The Spark Connect session id that runs on this machine share on server ``remote``.
+
+    The server keeps Python worker processes per session (one fork daemon per kind of worker,
+    ``spark_server.SERVER_CONF``, found by its ``SPARK_JOB_ARTIFACT_UUID``), and a session
+    outlives its client by the server's idle timeout. A session per run would start those
+    processes afresh every run and leave them behind; one shared session starts them once. The id
+    is kept in the cache directory, per server URL; ``renew`` replaces a session the server has
+    closed. Runs that race to create it end up on two sessions, which is harmless."""
+    from ingestion import jvm_cache
+
+    path = jvm_cache.cache_dir() / f"spark-connect-session-{_digest(remote)}"
+    if not renew:
+        with contextlib.suppress(OSError, ValueError):
+            return str(uuid.UUID(path.read_text().strip(), version=4))
+    session_id = str(uuid.uuid4())
+    _write_atomically(path, session_id)
+    return session_id
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that no reader sees half of it; an unwritable cache
+    directory leaves the file as it was (the caller goes on with ``text``)."""
+    import tempfile
+
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(partial, path)
 
 
 def java_options(base: str, extra: str = "", use_archive: bool = True) -> str:

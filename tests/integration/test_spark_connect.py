@@ -1,6 +1,7 @@
 """Runs on a warm Spark: `chainlake spark-server` keeps a Spark Connect server, and `chainlake
 ingest` with CHAINLAKE_SPARK_REMOTE connects to it instead of starting a JVM. foreachBatch then
 runs in the server's Python worker: the run learns its micro-batches from the lake's commits.
+Runs share one session, so the server's PySpark fork daemons are started once, not per run.
 """
 
 from __future__ import annotations
@@ -24,23 +25,64 @@ pytestmark = [pytest.mark.slow, pytest.mark.devnet]
 CHAINLAKE = Path(sys.executable).parent / "chainlake"
 
 
+def _daemons(server: SparkConnectServer) -> dict[int, str]:
+    """The server's PySpark fork daemons (each leads its process group): pid -> worker module."""
+    parents, leaders = {}, {}
+    for line in subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True,
+                               text=True).stdout.splitlines():
+        pid, ppid, pgid, args = line.split(None, 3)
+        parents[int(pid)] = int(ppid)
+        argv = args.split()
+        if pid == pgid and "pyspark.daemon" in argv:
+            leaders[int(pid)] = argv[-1]
+    found = {}
+    for pid, module in leaders.items():
+        p = pid
+        while p > 1 and p != server.process.pid:
+            p = parents.get(p, 0)
+        if p == server.process.pid:
+            found[pid] = module
+    return found
+
+
 def test_ingest_through_a_spark_connect_server(devnet, tmp_path):
     lake = BronzeLake(str(tmp_path / "lake"))
     with SparkConnectServer(port=free_port(), master="local[1,3]",
                             log_path=tmp_path / "server.log") as server:
-        env = {**os.environ, "CHAINLAKE_SPARK_REMOTE": server.url}
-        outputs = []
-        for end in (20, 35):  # the second run resumes where the first stopped
+        env = {**os.environ, "CHAINLAKE_SPARK_REMOTE": server.url,
+               "CHAINLAKE_CACHE_DIR": str(tmp_path / "cache")}
+
+        def ingest(end: int) -> str:
             done = subprocess.run(
                 [str(CHAINLAKE), "ingest", "--rpc-url", devnet.url, "--lake", lake.root,
                  "--start-block", "0", "--end-block", str(end), "--max-blocks-per-trigger", "8"],
                 capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
             assert done.returncode == 0, done.stdout + done.stderr
-            outputs.append(done.stdout)
+            return done.stdout
+
+        outputs, daemons = [], []
+        for end in (20, 35):  # the second run resumes where the first stopped
+            outputs.append(ingest(end))
+            daemons.append(_daemons(server))
+        # The second run reused the first one's daemons (data source creation, tasks...); Spark
+        # only adds a read-planning daemon per checkpoint (the query's own session).
+        assert daemons[0] and daemons[0].items() <= daemons[1].items()
+        added = {pid: m for pid, m in daemons[1].items() if pid not in daemons[0]}
+        assert list(added.values()) in ([], ["pyspark.sql.worker.plan_data_source_read"])
+
+        # The server closes the shared session (here: a client stops it): the next run gets a
+        # new one and works.
+        (session_file,) = (tmp_path / "cache").glob("spark-connect-session-*")
+        closed = session_file.read_text()
+        subprocess.run([sys.executable, "-c", "from ingestion.spark import get_spark; "
+                        "get_spark().stop()"], env=env, check=True, timeout=120)
+        outputs.append(ingest(40))
+        assert session_file.read_text() != closed
     first = re.findall(r"batch \d+: blocks \[(\d+), (\d+)\)", outputs[0])
     assert [(int(a), int(b)) for a, b in first] == [(0, 8), (8, 16), (16, 20)]
     assert re.findall(r"batch \d+: blocks \[(\d+), (\d+)\)", outputs[1])[0] == ("20", "28")
-    expected = reference_rows(devnet.url, 0, 35)
+    assert re.findall(r"batch \d+: blocks \[(\d+), (\d+)\)", outputs[2]) == [("35", "40")]
+    expected = reference_rows(devnet.url, 0, 40)
     for name in expected:  # the core tables web3 decodes
         table = lake.read(name).sort_by([(k, "ascending") for k in TABLES[name].key])
         assert project(table.to_pylist(), list(expected[name][0])) == expected[name], name

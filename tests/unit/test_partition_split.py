@@ -21,10 +21,22 @@ def _batch(start: int, end: int, tasks: list[TaskFigures]) -> BatchProgress:
         json_bytes=sum(t.json_bytes for t in tasks), tasks=tasks)
 
 
-def test_tasks_are_cut_at_multiples_of_their_size():
-    assert [(p.start, p.end) for p in split_range(500, 3100, 1000, 1)] == [
-        (500, 1000), (1000, 2000), (2000, 3000), (3000, 3100)]
-    assert [(p.start, p.end) for p in split_range(0, 16, 16, 1)] == [(0, 16)]
+def test_tasks_are_as_few_as_their_size_allows_and_of_equal_length():
+    def cut(start: int, end: int, size: int) -> list[tuple[int, int]]:
+        return [(p.start, p.end) for p in split_range(start, end, size, 1)]
+
+    assert cut(0, 1500, 1000) == [(0, 750), (750, 1500)]
+    assert cut(500, 3100, 1000) == [(500, 1366), (1366, 2233), (2233, 3100)]
+    assert cut(0, 16, 16) == [(0, 16)]
+    assert cut(7, 8, 1000) == [(7, 8)]
+    assert cut(5, 5, 1000) == []
+    for start, end, size in ((0, 1, 1), (3, 1004, 10), (0, 2001, 1000), (17, 999, 7)):
+        parts = cut(start, end, size)
+        lengths = [b - a for a, b in parts]
+        assert parts[0][0] == start and parts[-1][1] == end
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))  # contiguous
+        assert len(parts) == -(-(end - start) // size) and max(lengths) <= size
+        assert max(lengths) - min(lengths) <= 1
 
 
 def test_a_batch_is_split_exactly_along_its_tasks():
