@@ -381,8 +381,8 @@ def _heap_trimmed() -> Iterator[None]:
     """Give the heap a task freed back to the system when the task ends.
 
     A warm server keeps its task workers for the next run (``spark_server.SERVER_CONF``), and
-    glibc's allocator would keep each one at the high-water mark of its largest task: ~190 MiB
-    per idle worker after 750 anvil blocks (measured; ~50 MiB after a trim)."""
+    glibc's allocator would keep each one near the high-water mark of its largest task (an idle
+    worker after 750 anvil blocks: 195 MiB resident, 160 MiB with the trim)."""
     try:
         yield
     finally:
