@@ -30,6 +30,8 @@ Options
     max_blocks_per_trigger   admission control: blocks per micro-batch (streams)
     blocks_per_partition     blocks per Spark task
     rpc_blocks_per_request   blocks per batched JSON-RPC round trip inside a task
+    rpc_requests_in_flight   round trips a task keeps going at once: it fetches the next ones
+                             while it converts and writes the current one (default 2)
     rpc_timeout_s, rpc_max_retries, rpc_max_batch_size, rpc_requests_per_second
                              JSON-RPC client tuning (see ingestion.rpc)
 
@@ -45,6 +47,7 @@ import ctypes
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -107,6 +110,7 @@ class SourceOptions:
     max_blocks_per_trigger: int = settings.DEFAULT_MAX_BLOCKS_PER_TRIGGER
     blocks_per_partition: int = settings.DEFAULT_BLOCKS_PER_PARTITION
     rpc_blocks_per_request: int = settings.DEFAULT_RPC_BLOCKS_PER_REQUEST
+    rpc_requests_in_flight: int = settings.DEFAULT_RPC_REQUESTS_IN_FLIGHT
     rpc_timeout_s: float = RpcSettings.timeout_s
     rpc_max_retries: int = RpcSettings.max_retries
     rpc_max_batch_size: int = RpcSettings.max_batch_size
@@ -168,7 +172,7 @@ class SourceOptions:
                 f"end_block ({self.end_block}) must be greater than start_block "
                 f"({self.start_block}); the range is [start_block, end_block)")
         for name in ("max_blocks_per_trigger", "blocks_per_partition", "rpc_blocks_per_request",
-                     "rpc_max_batch_size"):
+                     "rpc_requests_in_flight", "rpc_max_batch_size"):
             if getattr(self, name) < 1:
                 raise SourceOptionError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.confirmations is not None and self.confirmations < 0:
@@ -309,7 +313,8 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
                     client.check_chain_id(part.chain_id)
                     chunks = [(a, min(a + opts.rpc_blocks_per_request, part.end))
                               for a in range(part.start, part.end, opts.rpc_blocks_per_request)]
-                    for a, b, raw, seconds in _fetched_ahead(fetch, client, chunks):
+                    for a, b, raw, seconds in _fetched_ahead(fetch, client, chunks,
+                                                             opts.rpc_requests_in_flight):
                         previous_hash = _check_links(raw, a, b, previous_hash)
                         output.add(raw, seconds)
             except (InconsistentChainError, TransformError) as err:
@@ -329,12 +334,14 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
 
 
 def _fetched_ahead(fetch: Callable[[Any, int, int], list], client: Any,
-                   chunks: list[tuple[int, int]]) -> Iterator[tuple[int, int, list, float]]:
-    """Each chunk's blocks ``(a, b, raw, fetch seconds)``, in order, while a thread already
-    fetches the next chunk: the node serves the next round trip while the task transforms and
-    writes this one, instead of idling (node-bound, a task's transform and write were a sixth of
-    its time). One chunk ahead, so a task holds at most two chunks of replies. The client is
-    used by the fetching thread only, one request at a time."""
+                   chunks: list[tuple[int, int]],
+                   in_flight: int = 1) -> Iterator[tuple[int, int, list, float]]:
+    """Each chunk's blocks ``(a, b, raw, fetch seconds)``, in order, while threads already fetch
+    the next ``in_flight`` chunks: the node serves the next round trips while the task
+    transforms and writes this one, instead of idling, and a node that answers requests in
+    parallel (anvil, most providers) serves several at once. A task holds at most
+    ``in_flight + 1`` chunks of replies. The client is shared by the fetching threads (its
+    transport is thread-safe; its rate limit is the task's)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     def timed(a: int, b: int) -> tuple[list, float]:
@@ -342,19 +349,23 @@ def _fetched_ahead(fetch: Callable[[Any, int, int], list], client: Any,
         raw = fetch(client, a, b)
         return raw, time.perf_counter() - began
 
-    # Leaving the pool waits for a fetch still running (a failed chunk or a consumer that
-    # stopped early): the client is not closed under it.
-    with ThreadPoolExecutor(1, thread_name_prefix="chainlake-fetch") as pool:
-        ahead: Future | None = None
+    # Leaving the pool waits for the fetches still running (a failed chunk, or a consumer that
+    # stopped early): the client is not closed under them.
+    with ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="chainlake-fetch") as pool:
+        pending: deque[Future] = deque()
+        upcoming = iter(chunks)
         try:
-            for i, (a, b) in enumerate(chunks):
-                current = ahead or pool.submit(timed, a, b)
-                ahead = pool.submit(timed, *chunks[i + 1]) if i + 1 < len(chunks) else None
-                raw, seconds = current.result()
+            for a, b in chunks:
+                while len(pending) <= in_flight:  # this chunk and the ``in_flight`` after it
+                    following = next(upcoming, None)
+                    if following is None:
+                        break
+                    pending.append(pool.submit(timed, *following))
+                raw, seconds = pending.popleft().result()
                 yield a, b, raw, seconds
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            for future in pending:
+                future.cancel()
 
 
 @contextlib.contextmanager

@@ -284,7 +284,8 @@ class JsonRpcTransport:
                              + self._redactor.body_hint(content), retry_after)
         if not 200 <= status < 300:
             self._raise_http_error(response, content, chunk, is_batch)
-        self.bytes_received += len(content)
+        with self._lock:  # a task's fetching threads share the transport
+            self.bytes_received += len(content)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:

@@ -1,5 +1,6 @@
-"""A task fetches the next chunk of blocks while it converts the current one (``_fetched_ahead``):
-in order, one chunk ahead, errors at their chunk, and never a fetch left running when it stops."""
+"""A task fetches the next chunks of blocks while it converts the current one (``_fetched_ahead``):
+in order, ``in_flight`` chunks ahead, errors at their chunk, and never a fetch left running when
+it stops."""
 
 from __future__ import annotations
 
@@ -60,6 +61,23 @@ def test_the_next_chunk_is_fetched_while_this_one_is_converted_and_no_further():
     time.sleep(0.1)
     assert 50 not in fetch.started  # one chunk ahead only: memory is bounded by two chunks
     assert [a for a, *_ in chunks] == [25, 50, 75]
+
+
+def test_with_two_requests_in_flight_two_chunks_are_fetched_at_once_and_no_more():
+    release = threading.Event()
+    fetch = Recorder(hold={0: release, 25: release, 50: release})
+    chunks = _fetched_ahead(fetch, None, CHUNKS, in_flight=2)
+    waiter = threading.Thread(target=lambda: next(chunks))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while len(fetch.started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert sorted(fetch.started) == [0, 25]  # two requests at once, the third waits its turn
+    release.set()
+    waiter.join(5)
+    assert [a for a, *_ in chunks] == [25, 50, 75]
+    assert len(fetch.threads) == 2
 
 
 def test_a_failed_fetch_raises_at_its_chunk_after_the_chunks_before_it():
