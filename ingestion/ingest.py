@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ingestion import settings
 from ingestion.checkpoint import query_id, resume_point, scope_lock
 from ingestion.datasets.traces import TracingUnsupportedError, detect_trace_api
+from ingestion.foreach_batch import CommitMicroBatch
 from ingestion.identity import (
     ChainIdentity,
     ChainIdentityError,
@@ -286,27 +287,14 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         return result
     opts = replace(opts, end_block=target)
 
-    # Runs where Spark runs foreachBatch (this process, or a Spark Connect server's Python
-    # worker): it reports progress through the lake, in its ``blocks`` commit.
-    def write_batch(df, batch_id: int) -> None:
-        # The query id survives restarts on the same checkpoint; a replayed batch that the lake
-        # already recorded (crash after the last commit, before Spark's) is skipped.
-        app_id = "chainlake-" + query_id(checkpoint)
-        committed = lake.committed_batch(app_id)
-        if committed is not None and committed >= batch_id:
-            log.info("batch %d already committed to the lake; skipping the replay", batch_id)
-            return
-        staged = StagedRange.of(df.toArrow())  # one small row per file the tasks wrote
-        if staged is not None:
-            commit_linked(df.sparkSession, opts, lake, staged, app_transaction=(app_id, batch_id))
-
     blocks_version = lake.table("blocks").version()
+    options = opts.as_spark_options()
     query = (
         spark.readStream.format("evm")
-        .options(**opts.as_spark_options())
+        .options(**options)
         .load()
         .writeStream.queryName(query_name(checkpoint, scope))
-        .foreachBatch(write_batch)
+        .foreachBatch(CommitMicroBatch(options, lake.root, checkpoint))
         .option("checkpointLocation", checkpoint)
         .trigger(availableNow=True)
         .start()
@@ -331,6 +319,26 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
     report_new_batches()
     result.seconds = time.monotonic() - started
     return result
+
+
+def commit_micro_batch(df, batch_id: int, options: dict[str, str], lake_root: str,
+                       checkpoint: str) -> None:
+    """Commit one micro-batch of an ingest query (its ``foreachBatch``, through
+    ``ingestion.foreach_batch.CommitMicroBatch``), where Spark runs it: this process, or a Spark
+    Connect server's Python worker. It reports progress through the lake, in the ``blocks``
+    commit's info."""
+    lake = BronzeLake(lake_root)
+    # The query id survives restarts on the same checkpoint; a replayed batch that the lake
+    # already recorded (crash after the last commit, before Spark's) is skipped.
+    app_id = "chainlake-" + query_id(checkpoint)
+    committed = lake.committed_batch(app_id)
+    if committed is not None and committed >= batch_id:
+        log.info("batch %d already committed to the lake; skipping the replay", batch_id)
+        return
+    staged = StagedRange.of(df.toArrow())  # one small row per file the tasks wrote
+    if staged is not None:
+        commit_linked(df.sparkSession, SourceOptions.parse(options), lake, staged,
+                      app_transaction=(app_id, batch_id))
 
 
 def query_name(checkpoint: str, scope: str | None) -> str:

@@ -54,3 +54,44 @@ def test_the_rpc_client_settings_agree(field, value):
 
     with pytest.raises(ValueError, match=f"^{field} must be > 0"):
         RpcSettings(URL, **{field: value})
+
+
+def test_options_survive_the_trip_through_spark_strings():
+    """foreachBatch gets the run's options as Spark strings (``CommitMicroBatch``)."""
+    opts = SourceOptions(rpc_url=URL, start_block=7, end_block=1_500, dataset="files",
+                         lake="/tmp/lake", datasets="blocks,logs", trace_api="geth",
+                         confirmations=0, chain_id=31337, max_blocks_per_trigger=300,
+                         blocks_per_partition=150, rpc_blocks_per_request=10,
+                         rpc_requests_in_flight=3, rpc_timeout_s=2.5, rpc_max_retries=1,
+                         rpc_max_batch_size=40, rpc_requests_per_second=12.5)
+    assert SourceOptions.parse(opts.as_spark_options()) == opts
+    assert SourceOptions.parse(SourceOptions(rpc_url=URL).as_spark_options()) == \
+        SourceOptions(rpc_url=URL)
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_requests_in_flight_must_be_at_least_one(value):
+    with pytest.raises(SourceOptionError, match="^rpc_requests_in_flight must be >= 1"):
+        SourceOptions.parse({"rpc_url": URL, "rpc_requests_in_flight": value})
+
+
+def test_the_foreach_batch_function_ships_as_plain_values():
+    """A Spark Connect server's worker unpickles it before the query starts: nothing in it may
+    make that worker import more than ``ingestion.foreach_batch`` (which imports nothing)."""
+    import pickle
+    import pickletools
+
+    from ingestion.foreach_batch import CommitMicroBatch
+
+    function = CommitMicroBatch(SourceOptions(rpc_url=URL).as_spark_options(), "/tmp/lake",
+                                "/tmp/lake/_checkpoints/ingest")
+    data = pickle.dumps(function)
+    modules = {arg.split()[0] if isinstance(arg, str) and " " in arg else arg
+               for op, arg, _ in pickletools.genops(data)
+               if op.name in ("GLOBAL", "STACK_GLOBAL", "SHORT_BINUNICODE", "BINUNICODE")
+               and isinstance(arg, str) and arg.startswith(("ingestion", "pyspark", "deltalake"))}
+    assert modules == {"ingestion.foreach_batch"}
+    copy = pickle.loads(data)
+    copy._importing.join(60)  # it imports ingestion.ingest in a thread meanwhile
+    assert (copy.options, copy.lake_root, copy.checkpoint) == \
+        (function.options, function.lake_root, function.checkpoint)
