@@ -205,25 +205,39 @@ class Setup:
     peers: Path
     partition_size: int
     skipped: dict[str, str] = field(default_factory=dict)
-    server: object | None = None  # ingestion.spark_server.SparkConnectServer, when started
+    server: subprocess.Popen | None = None  # `chainlake spark-server`, when started
+    server_url: str = ""
 
-    def warm_server(self):
-        """A Spark Connect server (`chainlake spark-server`), started once and warmed up with
-        a 10-block ingest: its start is not counted (like the node's), its CPU during a run is."""
+    def warm_server(self) -> subprocess.Popen:
+        """`chainlake spark-server` as `make dev` runs it (idle PySpark daemons reaped), started
+        once and warmed up with a 10-block ingest: its start is not counted (like the node's),
+        its CPU during a run and its memory after it are."""
         from ingestion.devnet import free_port
-        from ingestion.spark_server import SparkConnectServer
 
-        self.server = SparkConnectServer(port=free_port()).start()
+        port = free_port()
+        self.server_url = f"sc://127.0.0.1:{port}"
+        self.server = subprocess.Popen([str(BIN / "chainlake"), "spark-server", "--port",
+                                        str(port)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True,
+                                       start_new_session=True)
+        line = self.server.stdout.readline()
+        if "listening" not in line:
+            self.stop()
+            raise SystemExit(f"chainlake spark-server did not start: {line!r}")
         with tempfile.TemporaryDirectory(prefix="sbs-warmup-") as scratch:
             subprocess.run([str(BIN / "chainlake"), "ingest", "--rpc-url", self.node.url,
                             "--lake", f"{scratch}/lake", "--start-block", "0", "--end-block",
-                            "10", "--confirmations", "0"], check=True, capture_output=True,
-                           env={**os.environ, "CHAINLAKE_SPARK_REMOTE": self.server.url})
+                            "10", "--confirmations", "0", "--datasets", DATASETS],
+                           check=True, capture_output=True,
+                           env={**os.environ, "CHAINLAKE_SPARK_REMOTE": self.server_url})
         return self.server
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        server, self.server = self.server, None
+        if server is not None:
+            from ingestion.processes import stop_group
+
+            stop_group(server, timeout=30)
 
 
 def _first_line(cmd: list[str], env: dict[str, str] | None = None) -> str:
@@ -322,16 +336,17 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
 
     if "warm" in wanted:
         server = setup.warm_server()
+        server_url = setup.server_url
 
         def warm(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
             return ([str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
                      str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
                      "--chain-id", str(node.chain_id), "--confirmations", "0",
                      "--datasets", DATASETS],
-                    {**base_env, "CHAINLAKE_SPARK_REMOTE": server.url}, d)
+                    {**base_env, "CHAINLAKE_SPARK_REMOTE": server_url}, d)
 
         tools.append(Tool("warm", "chainlake ingest, warm Spark", warm,
-                          lambda d, _o: _lake_counts(d / "lake"), server_pid=server.process.pid))
+                          lambda d, _o: _lake_counts(d / "lake"), server_pid=server.pid))
 
     if "dagster" in wanted:
         def dagster(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:

@@ -14,7 +14,7 @@ from ingestion.errors import RefusedError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-DAEMON_SWEEP_S = 30.0  # how often `chainlake spark-server` looks for idle PySpark daemons
+DAEMON_SWEEP_S = 10.0  # how often `chainlake spark-server` looks for idle PySpark daemons
 
 
 class CliError(Exception):
