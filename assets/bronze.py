@@ -244,8 +244,9 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
             continue
         opts = rpc.source_options(start, end)
         # Tasks keep the configured size, not the partition's: each task is a new Python worker
-        # (~0.6 CPU-s; PySpark reuses none without its fork daemon, which we leave off for
-        # memory), and rows per partition are counted from the lake, not from the tasks.
+        # (~0.6 CPU-s; a local session reuses none: it runs without PySpark's fork daemon,
+        # for memory; the warm server runs it), and rows per partition are counted from the
+        # lake, not from the tasks.
         opts = dataclasses.replace(
             opts,
             rpc_requests_per_second=rate if rate is not None else opts.rpc_requests_per_second)
