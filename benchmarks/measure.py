@@ -17,6 +17,8 @@ import signal
 import threading
 import time
 
+from ingestion.processes import proc_stat, tree_pids
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -86,32 +88,6 @@ CGROUP_V2 = "/sys/fs/cgroup/unified"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _proc_stat(int(entry))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    return children
-
-
-def tree_pids(root_pid: int) -> list[int]:
-    """The process and its living descendants (by parent pid)."""
-    children, out, stack = _children_map(), [], [root_pid]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(children.get(pid, []))
-    return out
-
-
 def tree_cpu(root_pid: int) -> float:
     """CPU seconds (user + system) of a living process tree, including its reaped children.
 
@@ -120,7 +96,7 @@ def tree_cpu(root_pid: int) -> float:
     """
     total = 0
     for pid in tree_pids(root_pid):
-        if (fields := _proc_stat(pid)) is not None:  # utime stime cutime cstime: fields 11..14
+        if (fields := proc_stat(pid)) is not None:  # utime stime cutime cstime: fields 11..14
             total += sum(int(v) for v in fields[11:15])
     return total / CLK_TCK
 
@@ -285,7 +261,7 @@ class MeasuredTree:
 
 
 def _alive(pid: int) -> bool:
-    fields = _proc_stat(pid)
+    fields = proc_stat(pid)
     return fields is not None and fields[0] != "Z"
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestion import settings
-from ingestion.processes import stop_group
+from ingestion.processes import proc_stat, stop_group, tree_pids
 from ingestion.spark import SESSION_CONF, java_options, python_environment, worker_interpreter
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -57,22 +57,9 @@ class IdleDaemonReaper:
     def sweep(self, now: float | None = None) -> list[int]:
         """Reap the daemons idle for ``idle_s``; return their pids."""
         now = time.monotonic() if now is None else now
-        procs = _processes()
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _, _) in procs.items():
-            children.setdefault(ppid, []).append(pid)
-        tree, stack = [], [self.root_pid]
-        while stack:
-            pid = stack.pop()
-            tree.append(pid)
-            stack.extend(children.get(pid, []))
-        group_cpu: dict[int, int] = {}
-        for _ppid, pgid, ticks, _leads in procs.values():
-            group_cpu[pgid] = group_cpu.get(pgid, 0) + ticks
-        daemons = [pid for pid in tree if procs.get(pid, (0, 0, 0, False))[3]]
+        daemons = pyspark_daemons(self.root_pid)
         reaped = []
-        for pid in daemons:
-            cpu = group_cpu.get(pid, 0)
+        for pid, cpu in daemons.items():
             last = self._last_work.get(pid)
             if last is None or last[0] != cpu:
                 self._last_work[pid] = (cpu, now)
@@ -85,23 +72,24 @@ class IdleDaemonReaper:
         return reaped
 
 
-def _processes() -> dict[int, tuple[int, int, int, bool]]:
-    """pid -> (parent pid, process group, CPU ticks, leads a PySpark daemon's group)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+def pyspark_daemons(root_pid: int) -> dict[int, int]:
+    """The PySpark fork daemons under process ``root_pid`` (each leads its process group):
+    pid -> CPU ticks of its whole group (the daemon and its workers)."""
+    group_of = {pid: fields[2] for pid in tree_pids(root_pid)
+                if (fields := proc_stat(pid)) is not None}
+    daemons = {}
+    for pid, group in group_of.items():
+        if group != str(pid):
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pyspark.daemon" not in f.read().split(b"\0"):
+                    continue
         except OSError:
             continue
-        pid, pgid = int(entry), int(fields[2])
-        daemon = pgid == pid and b"pyspark.daemon" in argv
-        out[pid] = (int(fields[1]), pgid, int(fields[11]) + int(fields[12]), daemon)
-    return out
+        daemons[pid] = sum(int(fields[11]) + int(fields[12]) for member, g in group_of.items()
+                           if g == group and (fields := proc_stat(member)) is not None)
+    return daemons
 
 
 def spark_home() -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestion.processes import proc_stat
 from ingestion.spark import shared_session_id
 from ingestion.spark_server import IdleDaemonReaper
 
@@ -72,6 +73,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _eventually(probe, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := probe()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def _worked(pid: int) -> None:
+    """Wait until process ``pid`` has used more CPU (a tick) than when called."""
+    def ticks() -> int:
+        fields = proc_stat(pid)
+        return int(fields[11]) + int(fields[12]) if fields else -1
+
+    before = ticks()
+    assert _eventually(lambda: ticks() > before), f"process {pid} did no work"
+
+
 def test_daemons_idle_for_long_enough_are_stopped_with_their_workers_busy_ones_are_kept():
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
@@ -79,23 +97,22 @@ def test_daemons_idle_for_long_enough_are_stopped_with_their_workers_busy_ones_a
     try:
         idle, busy, other = (int(p) for p in server.stdout.readline().split())
         groups += [idle, busy, other]
-        time.sleep(0.5)  # the idle daemon has forked its worker
-        workers = [int(line) for line in subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(idle)], capture_output=True, text=True).stdout.split()]
+        # On a loaded machine the daemons start slowly: wait for the fork, not a fixed time.
+        workers = _eventually(lambda: [int(p) for p in subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(idle)], capture_output=True, text=True
+        ).stdout.split()])
         assert len(workers) == 1
         reaper = IdleDaemonReaper(server.pid, idle_s=60)
         now = time.monotonic()
         assert reaper.sweep(now) == []  # first sight: nothing is known to be idle yet
-        time.sleep(0.3)  # the busy daemon uses some CPU meanwhile
+        _worked(busy)
         assert reaper.sweep(now + 30) == []  # not idle for long enough
-        time.sleep(0.3)
+        _worked(busy)
         assert reaper.sweep(now + 61) == [idle]
-        deadline = time.monotonic() + 5
-        while (_alive(idle) or _alive(workers[0])) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _eventually(lambda: not _alive(idle) and not _alive(workers[0]))
         assert not _alive(idle) and not _alive(workers[0])  # the daemon's whole group
         assert _alive(busy) and _alive(other)  # working, or not a PySpark daemon
-        time.sleep(0.3)
+        _worked(busy)
         assert reaper.sweep(now + 200) == []  # the busy one keeps working
     finally:
         for group in groups:
