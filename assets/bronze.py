@@ -231,8 +231,9 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     rate = requests_per_second(tags, kind)
     bronze = lake.lake()
     check_lake_writable(bronze.root)  # a file, a read-only or full disk: now, not in Spark
+    # The JVM boots while the run checks the node and the lake and its head start fetches.
+    session = spark.on_demand().start_in_background()
     continuity.preload()  # the run's blocking checks validate next: import GX meanwhile
-    session = spark.session()
     first_block = settings.start_block_from_env()
     if rate is not None:
         context.log.info(f"{kind or 'this'} run: at most {rate:g} JSON-RPC requests/s per task")

@@ -59,6 +59,12 @@ class SparkResource(dg.ConfigurableResource):
 
         return get_spark(self.master, remote=self.remote)
 
+    def on_demand(self):
+        """The session, started by the run when it first needs it (``SparkOnDemand``)."""
+        from ingestion.spark import SparkOnDemand
+
+        return SparkOnDemand(self.master, remote=self.remote)
+
 
 class LakeResource(dg.ConfigurableResource):
     """The lake root holding bronze/ and the ingestion checkpoints."""

@@ -134,6 +134,15 @@ def committed_position(checkpoint: str) -> int | None:
     return int(json.loads(last_line)[OFFSET_KEY])
 
 
+def first_block_to_read(checkpoint: str, start: int) -> int | None:
+    """The block the scope's next micro-batch starts at: where the last committed one ended,
+    else ``start``; None for a remote checkpoint (not read here)."""
+    if _local_path(checkpoint) is None:
+        return None
+    position = committed_position(checkpoint)
+    return start if position is None else max(start, position)
+
+
 def has_progress(checkpoint: str) -> bool:
     """Has Spark planned any micro-batch in this checkpoint (remote ones: assume so)?"""
     root = _local_path(checkpoint)

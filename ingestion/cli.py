@@ -463,11 +463,12 @@ def _print_repair_summary(result) -> int:
 
 def _preflight(opts):
     """Check the options and the node before Spark starts: a bad URL or chain is a CliError."""
-    from ingestion.ingest import preflight
     from ingestion.rpc import RpcError
+    from ingestion.source import observe_chain
 
     try:
-        return preflight(opts)
+        opts.validate()
+        return observe_chain(opts)
     except RpcError as err:
         raise CliError(str(err)) from None
 
@@ -491,20 +492,25 @@ def _rows_text(rows: dict[str, int]) -> str:
 def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
                       max_reorg_depth: int | None = None) -> int:
     """Preflight, run, print progress and a summary."""
-    from ingestion.ingest import bind_lake_to_chain, explain_failure, resolve_datasets, run_ingest
-    from ingestion.rpc import redact_url
-    from ingestion.sink import BronzeLake
-
-    view = _preflight(opts)  # before Spark starts: bad URL, wrong chain, nothing to read
+    view = _preflight(opts)  # bad URL, wrong chain, nothing to read: refused before any work
     target = view.safe_end if opts.end_block is None else min(view.safe_end, opts.end_block)
     if target <= opts.start_block:
         raise CliError(
             f"nothing to ingest: start block {opts.start_block} is beyond the safe head "
             f"(head {view.head}, {view.confirmations} confirmations)")
-    check_lake(lake_uri)  # a file, a read-only or full file system: now, not after Spark starts
+    check_lake(lake_uri)  # a file, a read-only or full file system: now, not in a task
+    from ingestion.ingest import bind_lake_to_chain, explain_failure, resolve_datasets, run_ingest
+    from ingestion.rpc import redact_url
+    from ingestion.sink import BronzeLake
+
     lake = BronzeLake(lake_uri)
     bind_lake_to_chain(lake, opts, view)  # another chain than the lake's: refused before Spark
     opts = resolve_datasets(opts)  # traces asked of a node without a tracing API: refused now
+    from ingestion.spark import SparkOnDemand
+
+    # The JVM boots while the run checks the node and the lake again (a run always does) and
+    # its head start fetches.
+    spark = SparkOnDemand(spark_master).start_in_background()
     print(f"chainlake ingest: chain {view.chain_id} at {redact_url(opts.rpc_url)}, head "
           f"{view.head}; blocks [{opts.start_block}, {target}) into {lake.root} "
           f"({opts.datasets.replace(',', ', ')}"
@@ -517,9 +523,6 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
               f"{rate:,.0f} blocks/s; {p.json_bytes / 1e6:,.1f} MB of JSON; task seconds: "
               f"{p.describe_stages()}", flush=True)
 
-    from ingestion.spark import get_spark
-
-    spark = get_spark(spark_master)
     try:
         result = run_ingest(spark, opts, lake, on_batch=on_batch, max_reorg_depth=max_reorg_depth)
     except RefusedError:
@@ -536,6 +539,8 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
     print(f"chainlake ingest: done — {result.blocks:,} blocks, {_rows_text(rows)} in "
           f"{result.seconds:.1f}s ({result.blocks_per_second:,.0f} blocks/s, "
           f"{len(result.batches)} micro-batches); next block {result.next_block}")
+    if result.head_start_blocks:
+        print(f"  {result.head_start_blocks:,} of them fetched while Spark started (head start)")
     for name, version in result.versions().items():
         print(f"  {lake.table_uri(name)}  (Delta version {version})")
     return 0

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from ingestion import settings
-from ingestion.checkpoint import query_id, resume_point, scope_lock
+from ingestion.checkpoint import first_block_to_read, query_id, resume_point, scope_lock
 from ingestion.datasets.traces import TracingUnsupportedError, detect_trace_api
 from ingestion.foreach_batch import CommitMicroBatch
 from ingestion.identity import (
@@ -44,6 +44,7 @@ from ingestion.source import (
     observe_chain,
     parse_datasets,
 )
+from ingestion.spark import session_of, tasks_run_here
 from ingestion.staging import StagedRange, TaskFigures, delete_table_files
 
 log = logging.getLogger("chainlake.ingest")
@@ -133,6 +134,7 @@ class IngestResult:
     reorg: ReorgRepair | None = None
     rewound_to: int | None = None  # the checkpoint was ahead of the lake: restarted here
     tables: tuple[str, ...] = CORE_TABLES  # the tables the run writes
+    head_start_blocks: int = 0  # blocks the driver fetched while Spark started (head_start)
 
     @property
     def blocks(self) -> int:
@@ -287,6 +289,34 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         return result
     opts = replace(opts, end_block=target)
 
+    head_start = _start_head_start(spark, opts, checkpoint, view)
+    try:
+        if head_start is not None:
+            opts = head_start.query_options(opts)
+        return _run_query(session_of(spark), opts, lake, checkpoint, scope=scope,
+                          on_batch=on_batch, result=result, started=started)
+    finally:
+        if head_start is not None:
+            head_start.stop()
+            result.head_start_blocks = head_start.blocks_fetched
+
+
+def _start_head_start(spark, opts: SourceOptions, checkpoint: str, view: ChainView):
+    """Fetch the query's first micro-batch while Spark starts, where its tasks run on this
+    machine (``ingestion.head_start``); None otherwise."""
+    if not tasks_run_here(spark):
+        return None
+    first = first_block_to_read(checkpoint, opts.start_block)
+    if first is None or first >= opts.end_block:
+        return None
+    from ingestion.head_start import start_head_start
+
+    return start_head_start(replace(opts, start_block=first), view.chain_id)
+
+
+def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
+               scope: str | None, on_batch: Callable[[BatchProgress], None] | None,
+               result: IngestResult, started: float) -> IngestResult:
     blocks_version = lake.table("blocks").version()
     options = opts.as_spark_options()
     query = (
@@ -472,7 +502,7 @@ def repair_reorg(spark, opts: SourceOptions, lake: BronzeLake, view: ChainView, 
     for name in WRITE_ORDER:
         lake.replace_range(name, TABLES[name].arrow_schema.empty_table(), first, stored_end)
     if replace_end > first:
-        reingest_range(spark, opts, lake, first, replace_end)
+        reingest_range(session_of(spark), opts, lake, first, replace_end)
     removed = (max(first, replace_end), stored_end) if replace_end < stored_end else None
     repair = ReorgRepair(ancestor=divergence.ancestor, depth=divergence.depth,
                          replaced=(first, max(first, replace_end)), removed=removed)

@@ -39,6 +39,23 @@ DEFAULT_RPC_BLOCKS_PER_REQUEST = 25
 # Round trips a task keeps going at once (it fetches ahead while it converts): two let anvil serve
 # ~1.15x the blocks per second of one (an interleaved A/B on 1,500 anvil blocks).
 DEFAULT_RPC_REQUESTS_IN_FLIGHT = 2
+# The head start (ingestion/head_start.py): while a local Spark starts, the driver fetches the
+# first micro-batch's replies, up to this many MB of JSON (0: off). 1,500 anvil blocks are ~150 MB,
+# 1,000 mainnet blocks ~530 MB; the spool is a temporary directory, emptied as tasks take from it.
+ENV_HEAD_START_MB = "CHAINLAKE_HEAD_START_MB"
+DEFAULT_HEAD_START_MB = 512
+
+
+def head_start_max_bytes() -> int:
+    explicit = os.environ.get(ENV_HEAD_START_MB)
+    try:
+        mb = float(explicit) if explicit else DEFAULT_HEAD_START_MB
+    except ValueError:
+        raise ValueError(f"{ENV_HEAD_START_MB} must be a number of MB (0: off), got "
+                         f"{explicit!r}") from None
+    if not (mb >= 0 and mb != float("inf")):  # also refuses NaN
+        raise ValueError(f"{ENV_HEAD_START_MB} must be >= 0, got {explicit!r}")
+    return int(mb * 1_000_000)
 
 # Blocks kept back from the head, per chain id: deep enough that a reorg beyond it is
 # exceptional. Unknown chains use DEFAULT_CONFIRMATIONS.

@@ -120,6 +120,9 @@ class SourceOptions:
     # links that prove continuity); None: the core three.
     datasets: str | None = None
     trace_api: str | None = None  # "parity" (trace_block) | "geth" (callTracer); None: ask node
+    # A directory of replies the run's driver fetched ahead (``ingestion.head_start``): a task
+    # reading a range for the first time takes its replies from there. Local sessions only.
+    reply_spool: str | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> SourceOptions:
@@ -137,7 +140,7 @@ class SourceOptions:
                 continue
             kind = known[name].type
             try:
-                if name in ("dataset", "lake", "datasets", "trace_api"):
+                if name in ("dataset", "lake", "datasets", "trace_api", "reply_spool"):
                     values[name] = raw
                 elif "float" in str(kind):
                     values[name] = float(raw)
@@ -283,37 +286,23 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
     The ``files`` dataset writes the rows into the lake's tables instead of yielding them
     (``ingestion.staging``); a partition read again first deletes what it wrote.
     """
-    from ingestion.transform import RawBlock, TransformError
+    from ingestion.transform import TransformError
 
-    tables = opts.tables()
-    with_receipts = "transactions" in tables or "logs" in tables
-    trace_api = opts.trace_api
-
-    def fetch(client, a: int, b: int) -> list[RawBlock]:
-        nonlocal trace_api
-        if with_receipts:
-            raw = client.fetch_raw_blocks(a, b)
-        else:  # blocks and traces need neither receipts nor transaction objects
-            raw = [RawBlock(block, []) for block in client.get_blocks(range(a, b), False)]
-        if "traces" not in tables:
-            return raw
-        if trace_api is None:
-            trace_api = detect_trace_api(client)
-        replies = fetch_traces(client, range(a, b), trace_api)
-        return [RawBlock(r.block, r.receipts, t, trace_api)
-                for r, t in zip(raw, replies, strict=True)]
-
+    fetch = ChunkFetcher(opts)
+    spool = _spool_of(opts, part)
     with _heap_trimmed(), _cyclic_gc_paused():
         last_error: Exception | None = None
-        for _ in range(attempts):
+        for attempt in range(attempts):
             output = _output_of(opts, part)
             previous_hash: str | None = None
             try:
                 with opts.client() as client:
                     client.check_chain_id(part.chain_id)
-                    chunks = [(a, min(a + opts.rpc_blocks_per_request, part.end))
-                              for a in range(part.start, part.end, opts.rpc_blocks_per_request)]
-                    for a, b, raw, seconds in _fetched_ahead(fetch, client, chunks,
+                    # Replies fetched ahead serve the first read only: a read again after a
+                    # reorg asks the node.
+                    client.spool = spool if attempt == 0 else None
+                    for a, b, raw, seconds in _fetched_ahead(fetch, client,
+                                                             task_chunks(opts, part),
                                                              opts.rpc_requests_in_flight):
                         previous_hash = _check_links(raw, a, b, previous_hash)
                         output.add(raw, seconds)
@@ -331,6 +320,54 @@ def read_range(opts: SourceOptions, part: BlockRange, attempts: int = 3) -> Iter
     raise InconsistentChainError(
         f"blocks [{part.start}, {part.end}) could not be read consistently after {attempts} "
         f"attempts: {last_error}")
+
+
+class ChunkFetcher:
+    """Fetches one round trip's blocks ``[a, b)`` for the tables a task builds: blocks with
+    transactions and receipts, traces when asked (the tracing API found once, then kept)."""
+
+    def __init__(self, opts: SourceOptions) -> None:
+        self.tables = opts.tables()
+        self.with_receipts = "transactions" in self.tables or "logs" in self.tables
+        self.trace_api = opts.trace_api
+
+    def __call__(self, client, a: int, b: int) -> list:
+        from ingestion.transform import RawBlock
+
+        if self.with_receipts:
+            raw = client.fetch_raw_blocks(a, b)
+        else:  # blocks and traces need neither receipts nor transaction objects
+            raw = [RawBlock(block, []) for block in client.get_blocks(range(a, b), False)]
+        if "traces" not in self.tables:
+            return raw
+        if self.trace_api is None:
+            self.trace_api = detect_trace_api(client)
+        replies = fetch_traces(client, range(a, b), self.trace_api)
+        return [RawBlock(r.block, r.receipts, t, self.trace_api)
+                for r, t in zip(raw, replies, strict=True)]
+
+
+def task_chunks(opts: SourceOptions, part: BlockRange) -> list[tuple[int, int]]:
+    """The round trips of a task, ``(a, b)`` in block order."""
+    step = opts.rpc_blocks_per_request
+    return [(a, min(a + step, part.end)) for a in range(part.start, part.end, step)]
+
+
+def _spool_of(opts: SourceOptions, part: BlockRange):
+    """The replies fetched ahead for this run (``opts.reply_spool``), after telling the head
+    start that this task has started (it stops fetching for it)."""
+    if not opts.reply_spool:
+        return None
+    from ingestion.rpc.spool import ReplySpool
+
+    spool = ReplySpool(opts.reply_spool)
+    spool.mark(task_started_marker(part))
+    return spool
+
+
+def task_started_marker(part: BlockRange) -> str:
+    """The file a task leaves in the spool when it starts reading ``part``."""
+    return f"started-{part.start}"
 
 
 def _fetched_ahead(fetch: Callable[[Any, int, int], list], client: Any,

@@ -109,6 +109,58 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         return spark
 
 
+class SparkOnDemand:
+    """A Spark session started when a run first needs it (``session_of``), or in the background
+    (``start_in_background``), so that the run's work before its query (checks, the head start)
+    overlaps the JVM's start."""
+
+    def __init__(self, master: str | None = None, remote: str | None = None) -> None:
+        self.remote = remote or settings.spark_remote_from_env()
+        self.master = master or settings.spark_master_from_env()
+        self._session: SparkSession | None = None
+        self._starting: threading.Thread | None = None
+
+    @property
+    def local(self) -> bool:
+        """Will (or do) the session's tasks run on this machine?"""
+        if self._session is not None:
+            return tasks_run_here(self._session)
+        return self.remote is None and self.master.startswith("local")
+
+    def get(self) -> SparkSession:
+        if self._starting is not None:
+            self._starting.join()
+        if self._session is None:
+            self._session = get_spark(self.master, remote=self.remote)
+        return self._session
+
+    def start_in_background(self) -> SparkOnDemand:
+        """Start the session in a thread now (``get`` then waits for it): the JVM boots while
+        the caller checks its input. A failure is met again, and raised, by ``get``."""
+        def start() -> None:
+            with contextlib.suppress(Exception):
+                self._session = get_spark(self.master, remote=self.remote)
+
+        self._starting = threading.Thread(target=start, name="chainlake-spark-start",
+                                          daemon=True)
+        self._starting.start()
+        return self
+
+
+def session_of(spark: SparkSession | SparkOnDemand) -> SparkSession:
+    """The session itself, starting it if it is on demand."""
+    return spark.get() if isinstance(spark, SparkOnDemand) else spark
+
+
+def tasks_run_here(spark: SparkSession | SparkOnDemand) -> bool:
+    """Do the session's tasks run on this machine (a local master, not Spark Connect)?"""
+    if isinstance(spark, SparkOnDemand):
+        return spark.local
+    if not isinstance(spark, SparkSession):  # a Spark Connect session: tasks run on the server
+        return False
+    return spark.sparkContext.master.startswith("local")
+
+
 def _connect(remote: str) -> SparkSession:
     """A session on the Spark Connect server ``remote``: the session this machine's runs share
     there (``shared_session_id``), unless ``remote`` names one itself. (No app name: a Connect

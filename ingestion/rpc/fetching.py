@@ -151,6 +151,18 @@ class RpcClient(JsonRpcTransport):
 
     # -- blocks and receipts ----------------------------------------------------------------
 
+    @staticmethod
+    def block_calls(numbers: Sequence[int], full_transactions: bool = True
+                    ) -> list[tuple[str, list]]:
+        """The calls ``get_blocks`` sends."""
+        return [("eth_getBlockByNumber", [hex(n), full_transactions]) for n in numbers]
+
+    @staticmethod
+    def block_receipts_calls(numbers: Sequence[str]) -> list[tuple[str, list]]:
+        """The calls ``eth_getBlockReceipts`` of blocks by their hex ``number`` as the node wrote
+        it (``hex(n)`` for any node that writes quantities canonically)."""
+        return [("eth_getBlockReceipts", [number]) for number in numbers]
+
     def get_blocks(self, numbers: Sequence[int], full_transactions: bool = True) -> list[dict]:
         """``eth_getBlockByNumber`` for each number, in order.
 
@@ -158,7 +170,7 @@ class RpcClient(JsonRpcTransport):
         head it is retried (a lagging node behind a load balancer) and then ``MissingBlockError``.
         """
         numbers = [int(n) for n in numbers]
-        calls = [("eth_getBlockByNumber", [hex(n), full_transactions]) for n in numbers]
+        calls = self.block_calls(numbers, full_transactions)
 
         def check(i: int, block: Any) -> str | None:
             if block is None:
@@ -281,7 +293,7 @@ class RpcClient(JsonRpcTransport):
     def _receipts_by_block(self, blocks: Sequence[dict]) -> tuple[list[list[dict]], list[int]]:
         receipts: list[list[dict]] = [[] for _ in blocks]
         wanted = [i for i, b in enumerate(blocks) if b.get("transactions")]
-        calls = [("eth_getBlockReceipts", [blocks[i]["number"]]) for i in wanted]
+        calls = self.block_receipts_calls([blocks[i]["number"] for i in wanted])
         forked: list[int] = []
 
         def check(j: int, value: Any) -> str | None:

@@ -58,6 +58,7 @@ from ingestion.rpc.settings import (
     DEFAULT_TIMEOUT_S,
     RpcSettings,
 )
+from ingestion.rpc.spool import ReplySpool
 
 __all__ = ["JsonRpcTransport"]
 
@@ -79,6 +80,16 @@ class _Retryable(Exception):  # noqa: N818 - internal signal, not an error
 
 class _BatchTooLarge(Exception):  # noqa: N818 - internal signal, not an error
     """The node rejected an array request because of its size."""
+
+
+def _request_body(chunk: Sequence[tuple[str, list]]) -> bytes:
+    """The JSON-RPC request for ``chunk``: an array unless it is a single call (ids 0..n-1, so
+    the same calls make the same bytes: ``ingestion.rpc.spool`` relies on it)."""
+    if len(chunk) > 1:
+        return orjson.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                             for i, (m, p) in enumerate(chunk)])
+    method, params = chunk[0]
+    return orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
 
 
 class _Pacer:
@@ -156,6 +167,9 @@ class JsonRpcTransport:
             else None
         self._sleep: Callable[[float], None] = time.sleep  # tests may record delays instead
         self.bytes_received = 0  # JSON bytes of every reply read: what admission control sizes
+        # Replies fetched ahead by the run's driver (``prefetch``), taken instead of asking the
+        # node: a task's first read of a range.
+        self.spool: ReplySpool | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -230,12 +244,7 @@ class JsonRpcTransport:
     def _send(self, chunk: list[tuple[str, list]]) -> list[Any]:
         """One round trip for ``chunk`` (an array request unless it is a single call), retried."""
         is_batch = len(chunk) > 1
-        if is_batch:
-            body = orjson.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
-                                 for i, (m, p) in enumerate(chunk)])
-        else:
-            method, params = chunk[0]
-            body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
+        body = _request_body(chunk)
         attempt = 0
         while True:
             try:
@@ -256,6 +265,43 @@ class JsonRpcTransport:
                 attempt += 1
 
     def _attempt(self, body: bytes, chunk: list[tuple[str, list]], is_batch: bool) -> list[Any]:
+        content = self.spool.take(body) if self.spool is not None else None
+        if content is None:
+            content = self._post(body, chunk, is_batch)
+        with self._lock:  # a task's fetching threads share the transport
+            self.bytes_received += len(content)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise _Retryable(RpcResponseError, f"invalid JSON in a {len(content)}-byte "
+                             f"reply: {self._redactor.snippet_bytes(content)}") from None
+        return self._match(data, chunk, is_batch)
+
+    def prefetch(self, calls: Sequence[tuple[str, list]], into: ReplySpool) -> int:
+        """Send ``calls`` in the round trips ``batch`` would, and leave each reply, unparsed and
+        unchecked, in the spool ``into`` for the task that will send the same requests; the bytes
+        received. One attempt each: a failure raises, and the task asks the node itself."""
+        calls = [(m, list(p or [])) for m, p in calls]
+        received = 0
+        for i in range(0, len(calls), self._batch_size):
+            chunk = calls[i:i + self._batch_size]
+            body = _request_body(chunk)
+            key = into.claim(body)
+            if key is None:  # already there, or the spool is gone
+                continue
+            content = b""
+            try:
+                content = self._post(body, chunk, len(chunk) > 1)
+            finally:
+                if content:
+                    into.put(key, content)
+                else:
+                    into.release(key)
+            received += len(content)
+        return received
+
+    def _post(self, body: bytes, chunk: list[tuple[str, list]], is_batch: bool) -> bytes:
+        """One HTTP round trip: the reply's body when the status is 2xx."""
         if self._pacer is not None:
             self._pacer.acquire(len(chunk), self._sleep)
         try:
@@ -284,14 +330,7 @@ class JsonRpcTransport:
                              + self._redactor.body_hint(content), retry_after)
         if not 200 <= status < 300:
             self._raise_http_error(response, content, chunk, is_batch)
-        with self._lock:  # a task's fetching threads share the transport
-            self.bytes_received += len(content)
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise _Retryable(RpcResponseError, f"invalid JSON in a {len(content)}-byte "
-                             f"reply: {self._redactor.snippet_bytes(content)}") from None
-        return self._match(data, chunk, is_batch)
+        return content
 
     def _raise_http_error(self, response: httpx.Response, content: bytes,
                           chunk: list[tuple[str, list]], is_batch: bool) -> None:
