@@ -34,6 +34,9 @@ Options
                              while it converts and writes the current one (default 2)
     rpc_timeout_s, rpc_max_retries, rpc_max_batch_size, rpc_requests_per_second
                              JSON-RPC client tuning (see ingestion.rpc)
+    reply_spool              a directory of replies fetched ahead by the run's driver, which a
+                             task's first read of a range takes instead of asking the node
+                             (ingestion.head_start; set by runs on a local master)
 
 Schemas: ``ingestion.schemas`` (one declaration per table). ``read()`` is deterministic: a
 partition is a fixed block range ``[start, end)`` and yields exactly those blocks, or fails with
