@@ -53,7 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyspark.sql.datasource import (
@@ -72,7 +72,7 @@ from pyspark.sql.types import StructType
 
 from ingestion import settings
 from ingestion.datasets.traces import TRACE_APIS, detect_trace_api, fetch_traces
-from ingestion.rpc import RpcClient, RpcSettings
+from ingestion.rpc.settings import RpcSettings
 from ingestion.schemas import (
     BUNDLE_NAME,
     CORE_TABLES,
@@ -82,6 +82,9 @@ from ingestion.schemas import (
     arrow_schema_of,
     spark_schema,
 )
+
+if TYPE_CHECKING:
+    from ingestion.rpc.fetching import RpcClient
 
 log = logging.getLogger("chainlake.source")
 
@@ -211,6 +214,8 @@ class SourceOptions:
         return {k: str(v) for k, v in asdict(self).items() if v is not None}
 
     def client(self) -> RpcClient:
+        from ingestion.rpc.fetching import RpcClient  # httpx: not for planning workers
+
         return RpcClient(
             self.rpc_url,
             timeout_s=self.rpc_timeout_s,

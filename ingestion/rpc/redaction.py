@@ -14,7 +14,6 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
 import orjson
 
 __all__ = ["REDACTED", "Redactor", "redact_url", "validate_url"]
@@ -165,10 +164,15 @@ class _RedactHttpxUrls(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(isinstance(a, httpx.URL) for a in args):
-            record.args = tuple(redact_url(str(a)) if isinstance(a, httpx.URL) else a
-                                for a in args)
+        if isinstance(args, tuple) and any(_is_httpx_url(a) for a in args):
+            record.args = tuple(redact_url(str(a)) if _is_httpx_url(a) else a for a in args)
         return True
+
+
+def _is_httpx_url(value: object) -> bool:
+    """An ``httpx.URL``, known without importing httpx (records only come once it is loaded)."""
+    kind = type(value)
+    return kind.__name__ == "URL" and kind.__module__.startswith("httpx")
 
 
 def _install_httpx_filter() -> None:

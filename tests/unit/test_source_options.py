@@ -3,6 +3,9 @@ settings the RPC client could not use, before any task or connection, naming the
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ingestion.source import SourceOptionError, SourceOptions
@@ -95,3 +98,17 @@ def test_the_foreach_batch_function_ships_as_plain_values():
     copy._importing.join(60)  # it imports ingestion.ingest in a thread meanwhile
     assert (copy.options, copy.lake_root, copy.checkpoint) == \
         (function.options, function.lake_root, function.checkpoint)
+
+
+def test_what_planning_workers_run_does_not_import_the_http_client():
+    # Spark runs the data source's creation and read planning in fresh Python workers, one after
+    # the other, before any task: each import there is start-up every run pays (httpx ~0.1 s).
+    code = ("import sys\n"
+            "from ingestion.source import EvmDataSource\n"
+            "source = EvmDataSource({'rpc_url': 'http://127.0.0.1:8545', 'dataset': 'files',\n"
+            "                        'lake': '/tmp/lake'})\n"
+            "source.schema(); source.streamReader(source.schema()).initialOffset()\n"
+            "print(sorted(m for m in ('httpx', 'ingestion.rpc.transport') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
