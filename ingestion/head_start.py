@@ -3,16 +3,17 @@
 A local Spark run spends seconds before its first task asks the node for a block: the JVM, then
 the query's Python planning workers, then the task workers (measured: ~4.4 s on this machine,
 about what the node needs to serve 1,500 anvil blocks). Meanwhile the node idles. The head
-start puts those seconds to use: one thread per task of the first micro-batch sends exactly the
-requests that task will send, in its order, and leaves the replies in a spool directory
-(``ingestion.rpc.spool``); the task takes them instead of asking the node again, and asks the
-node for the rest. The data path is unchanged: the task parses, checks (chain id, parent
-links, receipts of the block) and writes every block as it would have, and a reply is used once
-(a retried task or a range read again after a reorg asks the node).
+start puts those seconds to use: a thread sends exactly the requests the first micro-batch's
+tasks will send (the first round trip of each task, then the second of each...) and leaves the
+replies, unparsed, in a spool directory (``ingestion.rpc.spool``); a task takes them instead of
+asking the node again, and asks the node for the rest. The data path is unchanged: the task
+parses, checks (chain id, parent links, receipts of the block) and writes every block as it
+would have, and a reply is used once (a retried task or a range read again after a reorg asks
+the node).
 
 Only where the tasks run on this machine (a local master), only for the first micro-batch, and
-at most ``HEAD_START_MAX_BYTES`` of replies; a lane stops when its task has started. Anything
-going wrong in the head start only means the task fetches more itself.
+at most ``settings.head_start_max_bytes()`` of replies; fetching for a task stops when that task
+has started. Anything going wrong in the head start only means the tasks fetch more themselves.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class HeadStart:
         return replace(opts, reply_spool=str(self.spool.directory))
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop fetching and remove the spool (a lane still waiting on the node is left to
+        """Stop fetching and remove the spool (a request still waiting on the node is left to
         finish on its own: a daemon thread whose reply goes nowhere)."""
         self._stop.set()
         if self._thread is not None:
