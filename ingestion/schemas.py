@@ -16,6 +16,16 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from ingestion.dataset_names import (  # noqa: F401 - re-exported: the tables' names live there
+    BRONZE_TABLES,
+    BUNDLE_NAME,
+    CORE_TABLES,
+    DATASETS,
+    FILES_COLUMNS,
+    FILES_NAME,
+    SOURCE_DATASETS,
+)
+
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
@@ -200,12 +210,10 @@ LOGS = Table(
 
 # The tables fed by the node's block, transaction and receipt replies; traces (declared beside
 # their transform in ``ingestion.datasets.traces``) join them in ``TABLES`` at the end.
-CORE_TABLES: tuple[str, ...] = ("blocks", "transactions", "logs")
 TABLES: dict[str, Table] = {t.name: t for t in (BLOCKS, TRANSACTIONS, LOGS)}
 
 # The "bundle" dataset: one row per block carrying its transactions and logs, so that a single
 # fetch of a block feeds all three tables (split apart by ``transform.split_bundle``).
-BUNDLE_NAME = "bundle"
 BUNDLE_SCHEMA = pa.schema(
     [
         *BLOCKS.arrow_schema,
@@ -216,26 +224,11 @@ BUNDLE_SCHEMA = pa.schema(
 
 # The "files" dataset (the ingestion path, ``ingestion.staging``): each Spark task writes its
 # rows as Parquet files into the bronze tables' directories and yields one row per file written,
-# so that no row crosses Spark or the driver; the driver commits the files to Delta.
-FILES_NAME = "files"
-FILES_SCHEMA = pa.schema(
-    [
-        pa.field("table", TEXT, nullable=False),
-        pa.field("path", TEXT, nullable=True),  # relative to the table's root; null: no rows
-        pa.field("size", BIGINT, nullable=False),
-        pa.field("num_records", BIGINT, nullable=False),
-        pa.field("stats", TEXT, nullable=True),  # Delta statistics JSON of the file
-        pa.field("start_block", BIGINT, nullable=False),  # the task's blocks [start, end)
-        pa.field("end_block", BIGINT, nullable=False),
-        pa.field("first_parent_hash", HEX, nullable=False),  # parent of block start_block
-        pa.field("last_block_hash", HEX, nullable=False),  # hash of block end_block - 1
-        pa.field("fetch_seconds", pa.float64(), nullable=False),  # the task's time, split
-        pa.field("transform_seconds", pa.float64(), nullable=False),
-        pa.field("write_seconds", pa.float64(), nullable=False),
-        pa.field("json_bytes", BIGINT, nullable=False),  # size of the node's replies
-    ]
-)
-
+# so that no row crosses Spark or the driver; the driver commits the files to Delta. Its columns
+# are declared in ``ingestion.dataset_names`` (Spark's planning workers read them without Arrow).
+_FILES_TYPES = {"STRING": TEXT, "BIGINT": BIGINT, "DOUBLE": pa.float64()}
+FILES_SCHEMA = pa.schema([pa.field(name, _FILES_TYPES[kind], nullable=nullable)
+                          for name, kind, nullable in FILES_COLUMNS])
 
 
 def arrow_schema_of(dataset: str) -> pa.Schema:
@@ -313,9 +306,9 @@ def __getattr__(name: str) -> object:
         return tables
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-# Datasets made of rows (the transforms build them); the source also offers FILES_NAME.
-DATASETS: tuple[str, ...] = (*TABLES, BUNDLE_NAME)
-SOURCE_DATASETS: tuple[str, ...] = (*DATASETS, FILES_NAME)
+if tuple(TABLES) != BRONZE_TABLES:  # the names the source validates options with
+    raise RuntimeError(f"ingestion.dataset_names.BRONZE_TABLES {BRONZE_TABLES} != the tables "
+                       f"declared {tuple(TABLES)}")
 
 
 if __name__ == "__main__":

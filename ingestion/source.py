@@ -55,7 +55,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from pyspark.sql.datasource import (
     DataSource,
     DataSourceReader,
@@ -70,20 +69,22 @@ from pyspark.sql.streaming.datasource import (
 )
 from pyspark.sql.types import StructType
 
+# Names only at import: Spark's planning workers import this module too (ingestion.dataset_names).
 from ingestion import settings
-from ingestion.datasets.traces import TRACE_APIS, detect_trace_api, fetch_traces
-from ingestion.rpc.settings import RpcSettings
-from ingestion.schemas import (
+from ingestion.dataset_names import (
+    BRONZE_TABLES,
     BUNDLE_NAME,
     CORE_TABLES,
     FILES_NAME,
     SOURCE_DATASETS,
-    TABLES,
-    arrow_schema_of,
-    spark_schema,
+    TRACE_APIS,
+    files_spark_schema,
 )
+from ingestion.rpc.settings import RpcSettings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ingestion.rpc.fetching import RpcClient
 
 log = logging.getLogger("chainlake.source")
@@ -229,11 +230,11 @@ def parse_datasets(text: str) -> tuple[str, ...]:
     """``"logs,traces"`` → the tables to write, in storage order, ``blocks`` always included
     (the spine: its links prove every table's continuity); names an unknown one."""
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(TABLES))
+    unknown = sorted(set(names) - set(BRONZE_TABLES))
     if unknown or not names:
         raise SourceOptionError(f"datasets must be a comma-separated list of "
-                                f"{', '.join(TABLES)}; got {text!r}")
-    return tuple(t for t in TABLES if t in names or t == "blocks")
+                                f"{', '.join(BRONZE_TABLES)}; got {text!r}")
+    return tuple(t for t in BRONZE_TABLES if t in names or t == "blocks")
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,8 @@ class ChunkFetcher:
             raw = [RawBlock(block, []) for block in client.get_blocks(range(a, b), False)]
         if "traces" not in self.tables:
             return raw
+        from ingestion.datasets.traces import detect_trace_api, fetch_traces
+
         if self.trace_api is None:
             self.trace_api = detect_trace_api(client)
         replies = fetch_traces(client, range(a, b), self.trace_api)
@@ -502,6 +505,10 @@ class EvmDataSource(DataSource):
         self.opts = SourceOptions.parse(options)  # fail fast, before any task starts
 
     def schema(self) -> StructType:
+        if self.opts.dataset == FILES_NAME:  # the ingestion path: no Arrow in planning workers
+            return files_spark_schema()
+        from ingestion.schemas import arrow_schema_of, spark_schema
+
         return spark_schema(arrow_schema_of(self.opts.dataset))
 
     def reader(self, schema: StructType) -> DataSourceReader:

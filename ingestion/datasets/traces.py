@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 # ``transform`` as a module, not its names: it imports ingestion.schemas, which registers this
 # dataset, so this module may run while ingestion.transform is still being imported.
 from ingestion import schemas, transform
+from ingestion.dataset_names import TRACE_APIS
 from ingestion.errors import RefusedError, TransformError
 from ingestion.schemas import BIGINT, HEX, TEXT, TIMESTAMP, WEI, col, list_of, opt
 
@@ -85,7 +86,6 @@ TRACES = schemas.Table(
     ),
 )
 
-TRACE_APIS = ("parity", "geth")
 _METHODS = {"parity": "trace_block", "geth": "debug_traceBlockByNumber"}
 _GETH_TRACER = {"tracer": "callTracer"}
 

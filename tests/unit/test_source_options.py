@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ingestion.source import SourceOptionError, SourceOptions
+from ingestion.source import EvmDataSource, SourceOptionError, SourceOptions
 
 URL = "http://127.0.0.1:8545"
 
@@ -100,15 +100,30 @@ def test_the_foreach_batch_function_ships_as_plain_values():
         (function.options, function.lake_root, function.checkpoint)
 
 
-def test_what_planning_workers_run_does_not_import_the_http_client():
+def test_what_planning_workers_run_imports_neither_the_http_client_nor_arrow():
     # Spark runs the data source's creation and read planning in fresh Python workers, one after
-    # the other, before any task: each import there is start-up every run pays (httpx ~0.1 s).
+    # the other, before any task: each import there is start-up every run pays (httpx ~0.1 s,
+    # pyarrow with the table declarations and transforms 0.1-0.2 CPU-s per worker).
+    heavy = ("httpx", "ingestion.rpc.transport", "pyarrow", "ingestion.schemas",
+             "ingestion.transform")
     code = ("import sys\n"
             "from ingestion.source import EvmDataSource\n"
             "source = EvmDataSource({'rpc_url': 'http://127.0.0.1:8545', 'dataset': 'files',\n"
-            "                        'lake': '/tmp/lake'})\n"
+            "                        'lake': '/tmp/lake', 'datasets': 'logs,traces',\n"
+            "                        'trace_api': 'geth'})\n"
             "source.schema(); source.streamReader(source.schema()).initialOffset()\n"
-            "print(sorted(m for m in ('httpx', 'ingestion.rpc.transport') if m in sys.modules))\n")
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_files_rows_spark_schema_is_the_arrow_one():
+    # Declared once (ingestion.dataset_names); the planning workers build Spark's form without
+    # Arrow, the tasks build Arrow batches: the two must agree field for field.
+    from ingestion.dataset_names import files_spark_schema
+    from ingestion.schemas import FILES_SCHEMA, spark_schema
+
+    assert files_spark_schema() == spark_schema(FILES_SCHEMA)
+    assert EvmDataSource({"rpc_url": "http://127.0.0.1:8545", "dataset": "files",
+                          "lake": "/tmp/lake"}).schema() == spark_schema(FILES_SCHEMA)
