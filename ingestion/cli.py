@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -546,5 +547,14 @@ def ingest_and_report(opts, lake_uri: str, spark_master: str | None = None,
     return 0
 
 
+def run() -> None:
+    """The ``chainlake`` program: ``main``, then exit without the interpreter's final
+    collections over every object the run imported (``gc.freeze``: ~0.1 s of a run's exit; the
+    objects are freed with the process)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

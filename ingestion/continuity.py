@@ -91,6 +91,7 @@ No Dagster imports here: ``assets/checks.py`` and ``chainlake validate`` are thi
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -672,6 +673,12 @@ def _import_great_expectations() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations.expectations  # noqa: F401
     from great_expectations.data_context.types.base import DataContextConfig  # noqa: F401
+
+    # GX's modules bring ~a million objects that live as long as the process. Frozen (moved out
+    # of the collector's generations; reference counting still frees them), they cost no later
+    # full collection a walk, and the interpreter's exit skips its collections over them: a
+    # Dagster run's process exited 1.2 s after its run ended, 0.05 s frozen.
+    gc.freeze()
 
 
 def preload() -> None:
