@@ -1,7 +1,8 @@
 """chainlake side by side with a bare reader, cryo and ethereum-etl, against the same node.
 
     .venv/bin/python benchmarks/side_by_side.py [--short 300] [--long 3000] [--rounds 2]
-        [--node replay|anvil] [--tools bare,cryo,etl,chainlake,warm,dagster] [--install-peers]
+        [--node replay|anvil] [--tools bare,cryo,etl,chainlake,validated,warm,dagster]
+        [--install-peers]
 
 The node (started and stopped by this script):
   replay  (default) benchmarks/replay_node.py: real mainnet blocks 17173049/17173050 in turn,
@@ -21,6 +22,9 @@ The tools, each a separate process tree started as a user would start it, into f
   chainlake  `chainlake ingest --start-block S --end-block E --confirmations 0 --datasets
              blocks,transactions,logs` into a fresh lake: Spark start, streaming, Delta writes,
              Spark stop. Every tool writes blocks, transactions and logs, no traces.
+  validated  `chainlake ingest` as above, then `chainlake validate` of the range: the work a
+             Dagster run does (ingest, then the great_expectations continuity suite), from the
+             command line.
   warm       the same command connected to a warm Spark (`chainlake spark-server`, as `make dev`
              runs it): the server is started and warmed up once (a 10-block ingest), not counted;
              its CPU during each run and its RSS after it are added to the tool's.
@@ -62,6 +66,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -89,7 +94,7 @@ BIN = Path(sys.executable).parent
 # default it adds traces when the node serves a tracing API, as anvil does).
 DATASETS = ",".join(CORE_TABLES)
 PEERS_DEFAULT = Path(os.environ.get("CHAINLAKE_PEERS") or "/tmp/chainlake-peers")
-TOOLS = ("bare", "cryo", "etl", "chainlake", "warm", "dagster")
+TOOLS = ("bare", "cryo", "etl", "chainlake", "validated", "warm", "dagster")
 
 CRYO_SNIPPET = """
 import sys, cryo
@@ -323,30 +328,34 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
             setup.skipped["etl"] = (f"ethereum-etl not found or not working at {etl} ({version}); "
                                     f"--install-peers installs it (with parsimonious==0.9.0)")
 
-    if "chainlake" in wanted:
-        def chainlake(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
-            return ([str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
-                     str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
-                     "--chain-id", str(node.chain_id), "--confirmations", "0",
-                     "--datasets", DATASETS], base_env, d)
+    def ingest_command(s: int, e: int, d: Path) -> list[str]:
+        return [str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
+                str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
+                "--chain-id", str(node.chain_id), "--confirmations", "0", "--datasets", DATASETS]
 
-        tools.append(Tool("chainlake", "chainlake ingest", chainlake,
+    if "chainlake" in wanted:
+        tools.append(Tool("chainlake", "chainlake ingest",
+                          lambda s, e, d: (ingest_command(s, e, d), base_env, d),
                           lambda d, _o: _lake_counts(d / "lake"),
                           f"chainlake {md.version('chainlake')}"))
+
+    if "validated" in wanted:
+        def validated(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
+            validate = [str(BIN / "chainlake"), "validate", "--lake", str(d / "lake"),
+                        "--start-block", str(s), "--end-block", str(e),
+                        "--chain-id", str(node.chain_id)]
+            script = f"{shlex.join(ingest_command(s, e, d))} && {shlex.join(validate)}"
+            return (["sh", "-c", script], base_env, d)
+
+        tools.append(Tool("validated", "chainlake ingest, then chainlake validate", validated,
+                          lambda d, _o: _lake_counts(d / "lake")))
 
     if "warm" in wanted:
         server = setup.warm_server()
         server_url = setup.server_url
-
-        def warm(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
-            return ([str(BIN / "chainlake"), "ingest", "--rpc-url", node.url, "--lake",
-                     str(d / "lake"), "--start-block", str(s), "--end-block", str(e),
-                     "--chain-id", str(node.chain_id), "--confirmations", "0",
-                     "--datasets", DATASETS],
-                    {**base_env, "CHAINLAKE_SPARK_REMOTE": server_url}, d)
-
-        tools.append(Tool("warm", "chainlake ingest, warm Spark", warm,
-                          lambda d, _o: _lake_counts(d / "lake"), server_pid=server.pid))
+        tools.append(Tool("warm", "chainlake ingest, warm Spark", lambda s, e, d: (
+            ingest_command(s, e, d), {**base_env, "CHAINLAKE_SPARK_REMOTE": server_url}, d),
+            lambda d, _o: _lake_counts(d / "lake"), server_pid=server.pid))
 
     if "dagster" in wanted:
         def dagster(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
