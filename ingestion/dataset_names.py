@@ -10,6 +10,11 @@ and checks it agrees with these names.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql.types import StructType
+
 # The tables fed by the node's block, transaction and receipt replies.
 CORE_TABLES: tuple[str, ...] = ("blocks", "transactions", "logs")
 # Every bronze table, in storage order (``ingestion.schemas.TABLES`` has these keys, in order).
@@ -43,7 +48,7 @@ FILES_COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def files_spark_schema():
+def files_spark_schema() -> StructType:
     """The ``files`` rows as a Spark ``StructType`` (pyspark.sql.types only: no pyarrow)."""
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
