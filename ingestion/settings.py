@@ -166,6 +166,15 @@ ENV_HISTORY_REQUESTS_PER_SECOND = "CHAINLAKE_HISTORY_REQUESTS_PER_SECOND"
 # deep reorg, an unusable lake, bad options or partition keys) never retry.
 INGEST_RETRIES = 3
 INGEST_RETRY_DELAY_S = 10
+# A run whose worker died (killed, out of memory, the machine restarted) stays STARTED forever
+# under Dagster's DefaultRunLauncher, which cannot check a worker's health: its partition looks in
+# flight to chain_head_sensor and its lane stays taken, so following the head would stop. The
+# sensor tags its runs with these limits (`dagster/max_runtime`), after which the daemon's run
+# monitoring (config/dagster.yaml) fails them and the sensor asks for their blocks again. A live
+# run stopped by the limit loses nothing: the next run resumes from the lake. Tip runs take
+# seconds (minutes after an outage); a history run may ingest a whole partition.
+TIP_RUN_MAX_RUNTIME_S = 15 * 60
+HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
 # Code references of the assets link to this repository when set (e.g.
 # https://github.com/org/chainlake and branch main); else they name local files.
 ENV_GIT_URL = "CHAINLAKE_GIT_URL"

@@ -65,6 +65,7 @@ SENSOR_INTERVAL_S = settings.sensor_interval_from_env()
 TRIGGER_TAG = "chainlake/trigger"
 SAFE_HEAD_TAG = "chainlake/safe_head"
 FIRST_MISSING_TAG = "chainlake/first_missing_block"
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; enforced by the daemon's run monitoring
 # History work the sensor has queued or running at once (plus any backfill: see _choose).
 MAX_HISTORY_RUNS = 1
 # Runs that may still write: queued, not started, starting, started, being cancelled.
@@ -135,7 +136,10 @@ def choose(plan: list[CatchUp], in_flight: list[InFlight],
 
 def run_request(c: CatchUp, safe_last: int, trigger: str, run_key: str) -> dg.RunRequest:
     tags = {TRIGGER_TAG: trigger, RUN_KIND_TAG: c.kind, SAFE_HEAD_TAG: str(safe_last),
-            FIRST_MISSING_TAG: str(c.first_missing)}
+            FIRST_MISSING_TAG: str(c.first_missing),
+            # run monitoring fails a run whose worker died by this limit (settings: why)
+            MAX_RUNTIME_TAG: str(settings.TIP_RUN_MAX_RUNTIME_S if c.kind == TIP
+                                 else settings.HISTORY_RUN_MAX_RUNTIME_S)}
     if c.open:
         tags[OPEN_PARTITION_TAG] = c.key
     return dg.RunRequest(run_key=run_key, partition_key=c.key, tags=tags)

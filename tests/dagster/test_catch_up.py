@@ -6,11 +6,13 @@ Fast: a node stand-in that reports a head, synthetic lakes, Dagster's own run-qu
 Spark, no devnet (the bronze runs here fail or are stubbed before Spark would start).
 """
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -55,6 +57,7 @@ from sensors import chain_head_sensor
 from sensors.catchup import (
     FIRST_MISSING_TAG,
     IN_FLIGHT_STATUSES,
+    MAX_RUNTIME_TAG,
     catch_up_job,
     ensure_pool_limit,
     in_flight_runs,
@@ -193,6 +196,45 @@ def test_a_backfill_in_flight_covers_its_whole_partition_range(instance, tmp_pat
     result = tick(instance, lake_root, head=40)
     assert not result.run_requests
     assert "covers it" in result.skip_reason.skip_message
+
+
+def test_a_run_whose_worker_died_is_failed_by_run_monitoring_and_requested_again(
+        instance, tmp_path):
+    # DefaultRunLauncher cannot check a run worker's health: a worker killed mid-run leaves its
+    # run STARTED, which holds the partition (and the tip lane) for good. The sensor's runs carry
+    # a maximum run time; Dagster's run monitoring (enabled in config/dagster.yaml) fails a run
+    # past it, and the next tick asks for the partition again.
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._daemon.monitoring.run_monitoring import check_run_timeout
+
+    lake_root = str(tmp_path / "lake")
+    put(BronzeLake(lake_root), 0, 40)
+    first = tick(instance, lake_root, head=60)
+    assert requested(first) == [key(32), key(48)]
+    assert {r.tags[MAX_RUNTIME_TAG] for r in first.run_requests} == {
+        str(settings.TIP_RUN_MAX_RUNTIME_S)}
+    # The run of 32..47 started; its worker died. (Its limit is cut to a second here.)
+    tags = {**first.run_requests[0].tags, "dagster/partition": key(32), MAX_RUNTIME_TAG: "1"}
+    dead = add_run(instance, dg.DagsterRunStatus.STARTING, tags)
+    instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_START.value, job_name=dead.job_name), dead.run_id)
+    assert key(32) not in requested(tick(instance, lake_root, head=60, cursor=first.cursor))
+    time.sleep(1.2)
+    check_run_timeout(instance, instance.get_run_record_by_id(dead.run_id),
+                      logging.getLogger("test"), float(instance.run_monitoring_max_runtime_seconds))
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert key(32) in requested(tick(instance, lake_root, head=60, cursor=first.cursor))
+    config = yaml.safe_load((REPO / "config" / "dagster.yaml").read_text())["run_monitoring"]
+    assert config["enabled"] is True
+
+
+def test_history_runs_carry_the_history_run_time_limit(instance, tmp_path):
+    lake_root = str(tmp_path / "lake")
+    put(BronzeLake(lake_root), 0, 3)
+    put(BronzeLake(lake_root), 5, 100)  # blocks 3 and 4 missing, far below the head
+    result = tick(instance, lake_root, head=99)
+    assert [(r.tags[RUN_KIND_TAG], r.tags[MAX_RUNTIME_TAG]) for r in result.run_requests] == [
+        ("history", str(settings.HISTORY_RUN_MAX_RUNTIME_S))]
 
 
 def test_old_gaps_are_healed_one_history_run_at_a_time(instance, tmp_path):
