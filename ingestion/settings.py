@@ -173,8 +173,10 @@ INGEST_RETRY_DELAY_S = 10
 # monitoring (config/dagster.yaml) fails them and the sensor asks for their blocks again. A live
 # run stopped by the limit loses nothing: the next run resumes from the lake. Tip runs take
 # seconds (minutes after an outage); a history run may ingest a whole partition.
-TIP_RUN_MAX_RUNTIME_S = 15 * 60
-HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
+ENV_TIP_RUN_MAX_RUNTIME_S = "CHAINLAKE_TIP_RUN_MAX_RUNTIME_S"
+ENV_HISTORY_RUN_MAX_RUNTIME_S = "CHAINLAKE_HISTORY_RUN_MAX_RUNTIME_S"
+DEFAULT_TIP_RUN_MAX_RUNTIME_S = 15 * 60
+DEFAULT_HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
 # Code references of the assets link to this repository when set (e.g.
 # https://github.com/org/chainlake and branch main); else they name local files.
 ENV_GIT_URL = "CHAINLAKE_GIT_URL"
@@ -193,6 +195,22 @@ def sensor_interval_from_env() -> int:
     if seconds < 1:
         raise ValueError(f"{ENV_SENSOR_INTERVAL_S} must be a whole number of seconds >= 1, "
                          f"got {explicit!r}")
+    return seconds
+
+
+def run_max_runtime_from_env(kind: str) -> int:
+    """Maximum run time in seconds of the sensor's ``tip`` or ``history`` runs."""
+    name, default = ((ENV_TIP_RUN_MAX_RUNTIME_S, DEFAULT_TIP_RUN_MAX_RUNTIME_S) if kind == "tip"
+                     else (ENV_HISTORY_RUN_MAX_RUNTIME_S, DEFAULT_HISTORY_RUN_MAX_RUNTIME_S))
+    explicit = os.environ.get(name)
+    if not explicit:
+        return default
+    try:
+        seconds = int(explicit)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ValueError(f"{name} must be a whole number of seconds >= 1, got {explicit!r}")
     return seconds
 
 

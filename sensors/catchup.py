@@ -138,8 +138,7 @@ def run_request(c: CatchUp, safe_last: int, trigger: str, run_key: str) -> dg.Ru
     tags = {TRIGGER_TAG: trigger, RUN_KIND_TAG: c.kind, SAFE_HEAD_TAG: str(safe_last),
             FIRST_MISSING_TAG: str(c.first_missing),
             # run monitoring fails a run whose worker died by this limit (settings: why)
-            MAX_RUNTIME_TAG: str(settings.TIP_RUN_MAX_RUNTIME_S if c.kind == TIP
-                                 else settings.HISTORY_RUN_MAX_RUNTIME_S)}
+            MAX_RUNTIME_TAG: str(settings.run_max_runtime_from_env(c.kind))}
     if c.open:
         tags[OPEN_PARTITION_TAG] = c.key
     return dg.RunRequest(run_key=run_key, partition_key=c.key, tags=tags)

@@ -72,6 +72,7 @@ CHAIN_ID = 31337
 def small_partitions(monkeypatch):
     monkeypatch.setenv("CHAINLAKE_PARTITION_SIZE", str(SIZE))
     for name in ("CHAINLAKE_START_BLOCK", settings.ENV_TIP_REQUESTS_PER_SECOND,
+                 settings.ENV_TIP_RUN_MAX_RUNTIME_S, settings.ENV_HISTORY_RUN_MAX_RUNTIME_S,
                  settings.ENV_HISTORY_REQUESTS_PER_SECOND):
         monkeypatch.delenv(name, raising=False)
 
@@ -212,7 +213,7 @@ def test_a_run_whose_worker_died_is_failed_by_run_monitoring_and_requested_again
     first = tick(instance, lake_root, head=60)
     assert requested(first) == [key(32), key(48)]
     assert {r.tags[MAX_RUNTIME_TAG] for r in first.run_requests} == {
-        str(settings.TIP_RUN_MAX_RUNTIME_S)}
+        str(settings.DEFAULT_TIP_RUN_MAX_RUNTIME_S)}
     # The run of 32..47 started; its worker died. (Its limit is cut to a second here.)
     tags = {**first.run_requests[0].tags, "dagster/partition": key(32), MAX_RUNTIME_TAG: "1"}
     dead = add_run(instance, dg.DagsterRunStatus.STARTING, tags)
@@ -234,7 +235,17 @@ def test_history_runs_carry_the_history_run_time_limit(instance, tmp_path):
     put(BronzeLake(lake_root), 5, 100)  # blocks 3 and 4 missing, far below the head
     result = tick(instance, lake_root, head=99)
     assert [(r.tags[RUN_KIND_TAG], r.tags[MAX_RUNTIME_TAG]) for r in result.run_requests] == [
-        ("history", str(settings.HISTORY_RUN_MAX_RUNTIME_S))]
+        ("history", str(settings.DEFAULT_HISTORY_RUN_MAX_RUNTIME_S))]
+
+
+def test_the_run_time_limits_can_be_set(monkeypatch):
+    monkeypatch.setenv(settings.ENV_TIP_RUN_MAX_RUNTIME_S, "60")
+    monkeypatch.setenv(settings.ENV_HISTORY_RUN_MAX_RUNTIME_S, "600")
+    assert settings.run_max_runtime_from_env("tip") == 60
+    assert settings.run_max_runtime_from_env("history") == 600
+    monkeypatch.setenv(settings.ENV_TIP_RUN_MAX_RUNTIME_S, "0")
+    with pytest.raises(ValueError, match=settings.ENV_TIP_RUN_MAX_RUNTIME_S):
+        settings.run_max_runtime_from_env("tip")
 
 
 def test_old_gaps_are_healed_one_history_run_at_a_time(instance, tmp_path):
