@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo dev test test-quick lint bench clean
+.PHONY: setup demo dev test test-quick lint bench soak clean
 
 $(STAMP): pyproject.toml package.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: setup
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/dagster_backfill.py
 	$(BIN)/python benchmarks/continuity.py
+
+soak: setup
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf lake .dagster_home .pytest_cache .ruff_cache

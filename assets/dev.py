@@ -15,6 +15,7 @@ has its own ports, home and lake, e.g.::
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -174,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
         for child in children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+            # Whatever is left in the child's group goes too: a process started while it shut
+            # down (dagster dev restarts a code server that went away) escaped the SIGTERM.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind through finally: stop()

@@ -166,13 +166,14 @@ ENV_HISTORY_REQUESTS_PER_SECOND = "CHAINLAKE_HISTORY_REQUESTS_PER_SECOND"
 # deep reorg, an unusable lake, bad options or partition keys) never retry.
 INGEST_RETRIES = 3
 INGEST_RETRY_DELAY_S = 10
-# A run whose worker died (killed, out of memory, the machine restarted) stays STARTED forever
-# under Dagster's DefaultRunLauncher, which cannot check a worker's health: its partition looks in
-# flight to chain_head_sensor and its lane stays taken, so following the head would stop. The
-# sensor tags its runs with these limits (`dagster/max_runtime`), after which the daemon's run
-# monitoring (config/dagster.yaml) fails them and the sensor asks for their blocks again. A live
-# run stopped by the limit loses nothing: the next run resumes from the lake. Tip runs take
-# seconds (minutes after an outage); a history run may ingest a whole partition.
+# When a run's worker dies, the code server that launched it fails the run. When the code server
+# dies with it (a container restart, a reboot, the OOM killer taking both), nobody does: under
+# Dagster's DefaultRunLauncher, which cannot check a worker's health, the run stays STARTED, its
+# partition looks in flight to chain_head_sensor and its lane stays taken: following the head
+# would stop for good. The sensor tags its runs with these limits (`dagster/max_runtime`), past
+# which the daemon's run monitoring (config/dagster.yaml) fails them, and the sensor asks for their
+# blocks again. A live run stopped by the limit loses nothing: the next run resumes from the lake.
+# Tip runs take seconds (minutes after an outage); a history run may ingest a whole partition.
 ENV_TIP_RUN_MAX_RUNTIME_S = "CHAINLAKE_TIP_RUN_MAX_RUNTIME_S"
 ENV_HISTORY_RUN_MAX_RUNTIME_S = "CHAINLAKE_HISTORY_RUN_MAX_RUNTIME_S"
 DEFAULT_TIP_RUN_MAX_RUNTIME_S = 15 * 60

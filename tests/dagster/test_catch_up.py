@@ -201,10 +201,10 @@ def test_a_backfill_in_flight_covers_its_whole_partition_range(instance, tmp_pat
 
 def test_a_run_whose_worker_died_is_failed_by_run_monitoring_and_requested_again(
         instance, tmp_path):
-    # DefaultRunLauncher cannot check a run worker's health: a worker killed mid-run leaves its
-    # run STARTED, which holds the partition (and the tip lane) for good. The sensor's runs carry
-    # a maximum run time; Dagster's run monitoring (enabled in config/dagster.yaml) fails a run
-    # past it, and the next tick asks for the partition again.
+    # DefaultRunLauncher cannot check a run worker's health: a worker that died with its code
+    # server leaves its run STARTED, holding the partition (and the tip lane) for good. The
+    # sensor's runs carry a maximum run time; Dagster's run monitoring (enabled in
+    # config/dagster.yaml) fails a run past it, and the next tick asks for the partition again.
     from dagster._core.events import DagsterEvent, DagsterEventType
     from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 
