@@ -83,6 +83,14 @@ def test_services_present(services):
     assert set(services) == {"postgres", *IMAGE_SERVICES}
 
 
+def test_services_come_back_after_a_crash(services):
+    # Left running for weeks: an exited service is started again; the runs a dead code server
+    # left STARTED are failed by the instance's run monitoring.
+    assert {name: s.get("restart") for name, s in services.items()} == {
+        name: "unless-stopped" for name in services}
+    assert _load("dagster.yaml")["run_monitoring"]["enabled"] is True
+
+
 def test_one_image_built_from_the_repo(services):
     postgres = services["postgres"]
     assert postgres["image"] == "postgres:16" and "build" not in postgres
