@@ -17,10 +17,10 @@ temporary DAGSTER_HOME and lake, and while it follows the head:
                time out and retry, the sensor skips its ticks.
 
 Then it checks what a deployment left alone for weeks must keep: both killed runs ended FAILURE
-(not STARTED for good); the lake caught up with the node's safe head within --catch-up seconds
-after the last failure; the continuity suite (great_expectations) passes over every stored
-block (no gap, no duplicate, parent links, counts); no run is left queued or running behind
-the head; the stack's processes are all gone once it is stopped. Exit status 0 when all hold.
+(not STARTED for good); the lake reached the node's head of the soak's end within --catch-up
+seconds; the continuity suite (great_expectations) passes over every stored block (no gap, no
+duplicate, parent links, counts); at most two runs (the tip and history lanes) are in flight at
+the end; the stack's processes are all gone once it is stopped. Exit status 0 when all hold.
 """
 
 from __future__ import annotations
