@@ -29,16 +29,17 @@ import argparse
 import os
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ingestion.devnet import free_port, rpc_call  # noqa: E402
+from dev_stack import DevStack  # noqa: E402
+
+from ingestion import settings  # noqa: E402
+from ingestion.devnet import rpc_call  # noqa: E402
 from ingestion.processes import tree_pids  # noqa: E402
 from ingestion.sink import BronzeLake  # noqa: E402
 
@@ -51,11 +52,6 @@ def say(text: str) -> None:
 
 def head(url: str) -> int:
     return int(rpc_call(url, "eth_blockNumber", []), 16)
-
-
-def stored_tip(lake: BronzeLake) -> int:
-    bounds = lake.stored_bounds() if lake.table("blocks") is not None else None
-    return -1 if bounds is None else bounds[1]
 
 
 def tip_run_in_flight(instance, dg):
@@ -115,126 +111,120 @@ def main(argv: list[str] | None = None) -> int:
                         help="CHAINLAKE_TIP_RUN_MAX_RUNTIME_S for the stack (seconds)")
     parser.add_argument("--stall", type=float, default=20.0, help="seconds the node is stopped")
     parser.add_argument("--catch-up", type=float, default=180.0,
-                        help="seconds the stack may take to reach the head after the failures")
+                        help="seconds the lake may take to reach the head once the soak is over")
     args = parser.parse_args(argv)
 
-    import dagster as dg
-
-    work = Path(tempfile.mkdtemp(prefix="soak-"))
-    home, lake_root = work / "dagster_home", work / "lake"
-    devnet_port, ui_port, spark_port = free_port(), free_port(), free_port()
-    url = f"http://127.0.0.1:{devnet_port}"
-    cmd = [sys.executable, "-m", "assets.dev", "--devnet-port", str(devnet_port),
-           "--ui-port", str(ui_port), "--block-time", f"{args.block_time:g}", "--blocks", "20",
-           "--dagster-home", str(home), "--lake", str(lake_root), "--spark-port", str(spark_port)]
-    env = {**os.environ, "CHAINLAKE_TIP_RUN_MAX_RUNTIME_S": str(args.tip_max_runtime)}
-    log = open(work / "stack.log", "w")  # noqa: SIM115 - closed below
-    stack = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-    lake = BronzeLake(str(lake_root))
     problems: list[str] = []
-    killed_runs: list = []
-    stack_pids: set[int] = set()
-    try:
-        began = time.time()
-        deadline = began + args.minutes * 60
-        say(f"dev stack starting in {work} (devnet {url}, UI http://127.0.0.1:{ui_port})")
-        while not (home / "dagster.yaml").exists() or stored_tip(lake) < 0:
-            if stack.poll() is not None or time.time() > began + 300:
-                problems.append(f"the stack did not ingest a block within 300 s "
-                                f"(exit {stack.poll()}); see {work}/stack.log")
-                return 1
-            time.sleep(1)
-        say(f"following the head: node at {head(url)}, lake at {stored_tip(lake)}")
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            # 1. A tip run's worker dies mid-run; 2. another dies with its code server.
-            for with_server in (False, True):
-                victim = None
-                while victim is None and time.time() < deadline:
-                    stack_pids |= set(tree_pids(stack.pid))
-                    victim = kill_tip_run(instance, dg, with_server, killed_runs)
-                    time.sleep(0.2)
-                if victim is None:
-                    break
-                killed_runs.append(victim)
-                if with_server:  # the code server comes back, as after a container restart
-                    time.sleep(2)
-                    reload_code_location(ui_port)
-                    say("code location reloaded: a fresh code server, which knows nothing of "
-                        "the killed run")
-                time.sleep(10)
-            # 3. The node stalls while the stack heals.
-            anvil = [p for p in tree_pids(stack.pid)
-                     if "anvil" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-                     and f"--port\0{devnet_port}" in Path(f"/proc/{p}/cmdline").read_text()]
-            if anvil:
-                os.kill(anvil[0], signal.SIGSTOP)
-                say(f"node stopped (SIGSTOP pid {anvil[0]}) for {args.stall:g} s")
-                time.sleep(args.stall)
-                os.kill(anvil[0], signal.SIGCONT)
-                say("node continued")
-            else:
-                problems.append("could not find the devnet's anvil to stall it")
-            failures_done = time.time()
-            # 4. Keep following the head to the end of the soak.
-            while time.time() < deadline:
+    stack_pids: set[int] = set()  # every process the stack started: none may outlive it
+    with DevStack("soak-", args.block_time,
+                  env={settings.ENV_TIP_RUN_MAX_RUNTIME_S: str(args.tip_max_runtime)}) as stack:
+        try:
+            soak(stack, args, problems, stack_pids)
+        finally:
+            if stack.exited() is None:
                 stack_pids |= set(tree_pids(stack.pid))
-                if stack.poll() is not None:
-                    problems.append(f"the stack exited with code {stack.returncode}")
-                    return 1
-                time.sleep(2)
-            # 5. The lake reaches the head as it was at the end, within the catch-up time.
-            target = head(url)
-            say(f"soak over: node at {target}, lake at {stored_tip(lake)}; waiting for the lake")
-            limit = max(time.time(), failures_done) + args.catch_up
-            while stored_tip(lake) < target and time.time() < limit:
-                time.sleep(1)
-            tip = stored_tip(lake)
-            if tip < target:
-                problems.append(f"the lake reached block {tip}, not the head {target}, within "
-                                f"{args.catch_up:g} s")
-            if len(killed_runs) < 2:
-                problems.append(f"{len(killed_runs)} tip run(s) seen in flight and killed, not 2")
-            for run in killed_runs:
-                status = instance.get_run_by_id(run.run_id).status
-                say(f"killed run {run.run_id[:8]} ended {status.value}")
-                if status != dg.DagsterRunStatus.FAILURE:
-                    problems.append(f"killed run {run.run_id[:8]} is {status.value}, not FAILURE")
-            stuck = [r.run_id[:8] for r in instance.get_runs(dg.RunsFilter(statuses=[
-                dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED]))]
-            runs = instance.get_runs_count()
-            failed = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-            say(f"runs: {runs} in all, {failed} failed, in flight now: {stuck or 'none'}")
-            if len(stuck) > 2:
-                problems.append(f"{len(stuck)} runs queued or running at the end: {stuck}")
-    finally:
-        stack_pids |= set(tree_pids(stack.pid)) if stack.poll() is None else set()
-        if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGTERM)
-            try:
-                stack.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(stack.pid, signal.SIGKILL)
-                stack.wait()
-        log.close()
     time.sleep(2)
     alive = sorted(p for p in stack_pids if Path(f"/proc/{p}").exists()
                    and "zombie" not in Path(f"/proc/{p}/status").read_text().lower())
     if alive:
         problems.append(f"processes of the stack still alive after it stopped: {alive}")
-    from ingestion.continuity import validate_range
+    lake = BronzeLake(str(stack.lake_root))
+    if (tip := lake.stored_tip()) is not None:
+        from ingestion.continuity import validate_range
 
-    report = validate_range(lake, 0, stored_tip(lake) + 1)
-    say(f"continuity over blocks [0, {stored_tip(lake) + 1}): "
-        f"{'passed' if report.success else 'FAILED'}")
-    if not report.success:
-        problems.append("continuity:\n" + report.render())
+        report = validate_range(lake, 0, tip + 1)
+        say(f"continuity over blocks [0, {tip + 1}): {'passed' if report.success else 'FAILED'}")
+        if not report.success:
+            problems.append("continuity:\n" + report.render())
     for problem in problems:
         print(f"PROBLEM: {problem}")
-    print(f"soak {'passed' if not problems else 'FAILED'} (stack log and lake in {work})")
+    print(f"soak {'passed' if not problems else 'FAILED'} (stack log and lake in {stack.work})")
     return 0 if not problems else 1
 
+
+def soak(stack: DevStack, args: argparse.Namespace, problems: list[str],
+         stack_pids: set[int]) -> None:
+    """Follow the head with the failures injected; what went wrong goes into ``problems``."""
+    import dagster as dg
+
+    lake = BronzeLake(str(stack.lake_root))
+
+    def stored_tip() -> int:
+        tip = lake.stored_tip()
+        return -1 if tip is None else tip
+
+    began = time.time()
+    deadline = began + args.minutes * 60
+    say(f"dev stack starting in {stack.work} (devnet {stack.url}, UI "
+        f"http://127.0.0.1:{stack.ui_port})")
+    while not (stack.home / "dagster.yaml").exists() or stored_tip() < 0:
+        if stack.exited() is not None or time.time() > began + 300:
+            problems.append(f"the stack did not ingest a block within 300 s (exit "
+                            f"{stack.exited()}); see {stack.work}/stack.log")
+            return
+        time.sleep(1)
+    say(f"following the head: node at {head(stack.url)}, lake at {stored_tip()}")
+    killed_runs: list = []
+    with dg.DagsterInstance.from_config(str(stack.home)) as instance:
+        # 1. A tip run's worker dies mid-run; 2. another dies with its code server.
+        for with_server in (False, True):
+            victim = None
+            while victim is None and time.time() < deadline:
+                stack_pids |= set(tree_pids(stack.pid))
+                victim = kill_tip_run(instance, dg, with_server, killed_runs)
+                time.sleep(0.2)
+            if victim is None:
+                break
+            killed_runs.append(victim)
+            if with_server:  # the code server comes back, as after a container restart
+                time.sleep(2)
+                reload_code_location(stack.ui_port)
+                say("code location reloaded: a fresh code server, which knows nothing of the "
+                    "killed run")
+            time.sleep(10)
+        # 3. The node stalls while the stack heals.
+        anvil = [p for p in tree_pids(stack.pid)
+                 if f"--port\0{stack.devnet_port}\0" in Path(f"/proc/{p}/cmdline").read_text()
+                 and "anvil" in Path(f"/proc/{p}/cmdline").read_text()]
+        if anvil:
+            os.kill(anvil[0], signal.SIGSTOP)
+            say(f"node stopped (SIGSTOP pid {anvil[0]}) for {args.stall:g} s")
+            time.sleep(args.stall)
+            os.kill(anvil[0], signal.SIGCONT)
+            say("node continued")
+        else:
+            problems.append("could not find the devnet's anvil to stall it")
+        # 4. Keep following the head to the end of the soak.
+        while time.time() < deadline:
+            stack_pids |= set(tree_pids(stack.pid))
+            if stack.exited() is not None:
+                problems.append(f"the stack exited with code {stack.exited()}")
+                return
+            time.sleep(2)
+        # 5. The lake reaches the head as it was at the end, within the catch-up time.
+        target = head(stack.url)
+        say(f"soak over: node at {target}, lake at {stored_tip()}; waiting for the lake")
+        limit = time.time() + args.catch_up
+        while stored_tip() < target and time.time() < limit:
+            time.sleep(1)
+        if (tip := stored_tip()) < target:
+            problems.append(f"the lake reached block {tip}, not the head {target}, within "
+                            f"{args.catch_up:g} s")
+        if len(killed_runs) < 2:
+            problems.append(f"{len(killed_runs)} tip run(s) seen in flight and killed, not 2")
+        for run in killed_runs:
+            status = instance.get_run_by_id(run.run_id).status
+            say(f"killed run {run.run_id[:8]} ended {status.value}")
+            if status != dg.DagsterRunStatus.FAILURE:
+                problems.append(f"killed run {run.run_id[:8]} is {status.value}, not FAILURE")
+        stuck = [r.run_id[:8] for r in instance.get_runs(dg.RunsFilter(statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED]))]
+        runs = instance.get_runs_count()
+        failed = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        say(f"runs: {runs} in all, {failed} failed, in flight now: {stuck or 'none'}")
+        if len(stuck) > 2:
+            problems.append(f"{len(stuck)} runs queued or running at the end: {stuck}")
 
 if __name__ == "__main__":
     sys.exit(main())

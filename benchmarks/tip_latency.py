@@ -20,12 +20,8 @@ The stack is stopped by process group at the end, whatever happens.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,7 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ingestion.devnet import free_port, rpc_call  # noqa: E402
+from dev_stack import DevStack  # noqa: E402
+
+from ingestion.devnet import rpc_call  # noqa: E402
 from ingestion.sink import BronzeLake  # noqa: E402
 
 
@@ -137,43 +135,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="no Spark Connect server: every run starts its own Spark")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="tip-latency-"))
-    home, lake_root = work / "dagster_home", work / "lake"
-    devnet_port, ui_port, spark_port = free_port(), free_port(), free_port()
-    cmd = [sys.executable, "-m", "assets.dev", "--devnet-port", str(devnet_port),
-           "--ui-port", str(ui_port), "--block-time", f"{args.block_time:g}", "--blocks", "20",
-           "--dagster-home", str(home), "--lake", str(lake_root), "--spark-port", str(spark_port)]
-    if args.cold_spark:
-        cmd.append("--no-spark-server")
-    log = open(work / "stack.log", "w")  # noqa: SIM115 - closed below
-    stack = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-    watch = Watch(f"http://127.0.0.1:{devnet_port}", BronzeLake(str(lake_root))).start()
-    began = time.time()
-    try:
-        deadline = began + args.warmup + args.minutes * 60
-        while time.time() < deadline:
-            if stack.poll() is not None:
-                print(f"the dev stack exited with code {stack.returncode}; see {work}/stack.log")
-                return 1
-            time.sleep(1)
-        time.sleep(0.5)
-        counted_from = began + args.warmup
-        latencies = [watch.visible[n] - t for n, t in watch.seen.items()
-                     if t >= counted_from and n in watch.visible]
-        pending = [n for n, t in watch.seen.items() if t >= counted_from
-                   and n not in watch.visible]
-        stages = run_stages(home, watch, counted_from)
-    finally:
-        watch.stop.set()
-        if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGTERM)
-            try:
-                stack.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(stack.pid, signal.SIGKILL)
-                stack.wait()
-        log.close()
+    with DevStack("tip-latency-", args.block_time, cold_spark=args.cold_spark) as stack:
+        watch = Watch(stack.url, BronzeLake(str(stack.lake_root))).start()
+        began = time.time()
+        try:
+            deadline = began + args.warmup + args.minutes * 60
+            while time.time() < deadline:
+                if stack.exited() is not None:
+                    print(f"the dev stack exited with code {stack.exited()}; see "
+                          f"{stack.work}/stack.log")
+                    return 1
+                time.sleep(1)
+            time.sleep(0.5)
+            counted_from = began + args.warmup
+            latencies = [watch.visible[n] - t for n, t in watch.seen.items()
+                         if t >= counted_from and n in watch.visible]
+            pending = [n for n, t in watch.seen.items() if t >= counted_from
+                       and n not in watch.visible]
+            stages = run_stages(stack.home, watch, counted_from)
+        finally:
+            watch.stop.set()
     spark = "cold Spark per run" if args.cold_spark else "warm Spark Connect server"
     print(f"tip latency, dev stack ({spark}, a block every {args.block_time:g} s, "
           f"{args.minutes:g} min after {args.warmup:g} s of warm-up), seconds:")
@@ -182,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  per stage of the sensor's runs (their newest block):")
     for name, values in stages.items():
         print(f"    {name:<12} {summary(values)}")
-    print(f"  (stack log and lake kept in {work})")
+    print(f"  (stack log and lake kept in {stack.work})")
     return 0
 
 

@@ -185,24 +185,18 @@ ENV_GIT_BRANCH = "CHAINLAKE_GIT_BRANCH"
 
 
 def sensor_interval_from_env() -> int:
-    explicit = os.environ.get(ENV_SENSOR_INTERVAL_S)
-    if not explicit:
-        return DEFAULT_SENSOR_INTERVAL_S
-    try:
-        seconds = int(explicit)
-    except ValueError:
-        raise ValueError(f"{ENV_SENSOR_INTERVAL_S} must be a whole number of seconds >= 1, "
-                         f"got {explicit!r}") from None
-    if seconds < 1:
-        raise ValueError(f"{ENV_SENSOR_INTERVAL_S} must be a whole number of seconds >= 1, "
-                         f"got {explicit!r}")
-    return seconds
+    return _seconds_from_env(ENV_SENSOR_INTERVAL_S, DEFAULT_SENSOR_INTERVAL_S)
 
 
 def run_max_runtime_from_env(kind: str) -> int:
     """Maximum run time in seconds of the sensor's ``tip`` or ``history`` runs."""
-    name, default = ((ENV_TIP_RUN_MAX_RUNTIME_S, DEFAULT_TIP_RUN_MAX_RUNTIME_S) if kind == "tip"
-                     else (ENV_HISTORY_RUN_MAX_RUNTIME_S, DEFAULT_HISTORY_RUN_MAX_RUNTIME_S))
+    if kind == "tip":
+        return _seconds_from_env(ENV_TIP_RUN_MAX_RUNTIME_S, DEFAULT_TIP_RUN_MAX_RUNTIME_S)
+    return _seconds_from_env(ENV_HISTORY_RUN_MAX_RUNTIME_S, DEFAULT_HISTORY_RUN_MAX_RUNTIME_S)
+
+
+def _seconds_from_env(name: str, default: int) -> int:
+    """A whole number of seconds >= 1 from ``$name``, ``default`` when unset; else ValueError."""
     explicit = os.environ.get(name)
     if not explicit:
         return default
