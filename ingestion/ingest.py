@@ -36,7 +36,7 @@ from ingestion.identity import (
 from ingestion.links import Segment, check_segment_links
 from ingestion.reorg import Divergence, find_divergence
 from ingestion.schemas import CORE_TABLES, FILES_NAME, TABLES
-from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult
+from ingestion.sink import WRITE_ORDER, BronzeLake, WriteResult, commits_since
 from ingestion.source import (
     ChainView,
     InconsistentChainError,
@@ -381,18 +381,20 @@ def query_name(checkpoint: str, scope: str | None) -> str:
 def batches_committed(lake: BronzeLake, app_id: str, after_version: int
                       ) -> tuple[list[BatchProgress], int]:
     """The micro-batches of query ``app_id`` committed to ``blocks`` after ``after_version``,
-    oldest first (read from the commits' info), and the version read up to."""
-    dt = lake.table("blocks")
-    version = dt.version()
-    found = []
-    if version > after_version:
-        for commit in reversed(dt.history(version - after_version)):
-            data = json.loads(commit.get(BATCH_KEY) or "{}")
-            if data and data.pop("app_id") == app_id:
-                data["versions"]["blocks"] = commit["version"]
-                data["tasks"] = [TaskFigures.of(t) for t in data.get("tasks", [])]
-                found.append(BatchProgress(**data))
-    return found, version
+    oldest first (read from the commits' info), and the version read up to: ``after_version``
+    again when no consistent snapshot of the log could be read (asked again at the next poll)."""
+    found = commits_since(lake.table_uri("blocks"), after_version)
+    if found is None:
+        return [], after_version
+    version, commits = found
+    progress = []
+    for commit in commits:
+        data = json.loads(commit.get(BATCH_KEY) or "{}")
+        if data and data.pop("app_id") == app_id:
+            data["versions"]["blocks"] = commit["version"]
+            data["tasks"] = [TaskFigures.of(t) for t in data.get("tasks", [])]
+            progress.append(BatchProgress(**data))
+    return progress, version
 
 
 def stage_range(spark, opts: SourceOptions, lake: BronzeLake, start: int, end: int

@@ -59,6 +59,7 @@ from ingestion.sink import (
     LakeError,
     WriteResult,
     _with_retries,
+    commits_since,
     replaced_range,
 )
 
@@ -90,9 +91,6 @@ __all__ = [
 
 # Source rows read at once (bronze logs are ~0.5 KB a row in memory: ~250 MB a window).
 WINDOW_ROWS = 500_000
-# Commits of the source a build reads from its history at most; beyond, it rebuilds everything
-# (cheaper than reading thousands of commit files, and as exact).
-MAX_HISTORY_COMMITS = 2_000
 # Offending keys a check report lists.
 MAX_EXAMPLES = 20
 
@@ -190,28 +188,6 @@ class SilverLake(BronzeLake):
 # Planning a build: which blocks to rebuild, in which windows.
 
 
-def _history(uri: str, since: int) -> tuple[int, list[dict]] | None:
-    """(version, commit infos of versions ``since + 1 .. version``) of one consistent snapshot;
-    None when the log no longer holds them all."""
-    for _ in range(5):
-        dt = DeltaTable(uri)
-        now = dt.version()
-        if now <= since:
-            return now, []
-        if now - since > MAX_HISTORY_COMMITS:
-            return None
-        # delta-rs numbers history entries from the loaded version down, even when newer commits
-        # exist: accept the entries only if nothing was committed meanwhile.
-        entries = dt.history(now - since)
-        if DeltaTable(uri).version() != now:
-            continue
-        wanted = {e.get("version") for e in entries if since < (e.get("version") or -1) <= now}
-        if wanted != set(range(since + 1, now + 1)):
-            return None
-        return now, [e for e in entries if since < e["version"] <= now]
-    return None
-
-
 def changed_ranges(uri: str, since: int | None, start: int, end: int
                    ) -> tuple[int | None, list[Range]]:
     """(the source's version now, blocks of ``[start, end)`` its commits after ``since``
@@ -222,7 +198,7 @@ def changed_ranges(uri: str, since: int | None, start: int, end: int
         return None, [(start, end)]
     if since is None:
         return version, [(start, end)]
-    found = _history(uri, since)
+    found = commits_since(uri, since)  # more than MAX_HISTORY_COMMITS: rebuild, as exact
     if found is None:
         log.info("%s: history since version %d not available: rebuilding [%d, %d)", uri, since,
                  start, end)

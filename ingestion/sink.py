@@ -435,6 +435,40 @@ def replaced_range(commit_info: dict) -> tuple[int, int] | None:
     return int(start), int(end)
 
 
+# Commits ``commits_since`` reads at most: beyond, callers fall back to something cheaper than
+# reading thousands of commit files (a rebuild, a fresh table version).
+MAX_HISTORY_COMMITS = 2_000
+HISTORY_SNAPSHOT_ATTEMPTS = 5
+
+
+def commits_since(uri: str, since: int, max_commits: int = MAX_HISTORY_COMMITS
+                  ) -> tuple[int, list[dict]] | None:
+    """(the table's version, the commit infos of versions ``since + 1 .. version``, oldest
+    first) of one consistent snapshot; None when the log no longer holds them all, there are
+    more than ``max_commits``, or writers kept committing while it read.
+
+    Why not ``DeltaTable.history(n)`` alone: delta-rs returns the newest commits in storage but
+    numbers them down from the *loaded* version, so a commit landing between loading and
+    ``history`` shifts every label by one (an earlier commit read twice, the newest under the
+    wrong version). The entries are accepted only when nothing was committed meanwhile.
+    """
+    for _ in range(HISTORY_SNAPSHOT_ATTEMPTS):
+        dt = DeltaTable(uri)
+        now = dt.version()
+        if now <= since:
+            return now, []
+        if now - since > max_commits:
+            return None
+        entries = dt.history(now - since)
+        if DeltaTable(uri).version() != now:
+            continue
+        wanted = [e for e in entries if since < (e.get("version") or -1) <= now]
+        if {e["version"] for e in wanted} != set(range(since + 1, now + 1)):
+            return None
+        return now, sorted(wanted, key=lambda e: e["version"])
+    return None
+
+
 def _with_retries(commit, what: str) -> None:
     """Run ``commit`` until it is not beaten by a concurrent writer (``COMMIT_ATTEMPTS`` tries)."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):

@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from synthetic_chain import chain, rows_to_table, write
 
 from ingestion.identity import ChainIdentity
 from ingestion.schemas import TABLES
-from ingestion.sink import BronzeLake, LakeError
+from ingestion.sink import BronzeLake, LakeError, commits_since
 
 IDENTITY = ChainIdentity(31337, 0, "0x" + "ab" * 32)
 
@@ -127,3 +127,38 @@ def test_a_table_is_never_left_to_delta_rs_to_create(lake):
     dt = DeltaTable(lake.table_uri("blocks"))
     assert dt.version() == 1  # version 0: the empty table; version 1: the rows
     assert [h["operation"] for h in reversed(dt.history())] == ["CREATE TABLE", "WRITE"]
+
+
+def _commit_with(uri: str, value: int) -> None:
+    write_deltalake(uri, pa.table({"a": [value]}), mode="append",
+                    commit_properties=CommitProperties(custom_metadata={"value": str(value)}))
+
+
+def test_commits_since_reads_one_consistent_snapshot_of_the_log(tmp_path, monkeypatch):
+    uri = str(tmp_path / "t")
+    for value in range(4):  # versions 0..3
+        _commit_with(uri, value)
+    version, commits = commits_since(uri, 1)
+    assert version == 3
+    assert [(c["version"], c["value"]) for c in commits] == [(2, "2"), (3, "3")]
+    assert commits_since(uri, 3) == (3, [])
+    assert commits_since(uri, 0, max_commits=2) is None  # too many: the caller falls back
+
+    # A writer commits between loading the table and reading its history: delta-rs then
+    # numbers the newest entries from the loaded version down (version 4's info labelled 3).
+    stale = DeltaTable(uri)
+    _commit_with(uri, 4)
+    assert [(c["version"], c["value"]) for c in stale.history(1)][0] == (3, "4")
+
+    real_history, raced = DeltaTable.history, []
+
+    def history_with_a_commit_racing_the_first(self, limit=None):
+        if not raced:
+            raced.append(True)
+            _commit_with(uri, 5)
+        return real_history(self, limit)
+
+    monkeypatch.setattr(DeltaTable, "history", history_with_a_commit_racing_the_first)
+    version, commits = commits_since(uri, 3)
+    assert raced and version == 5
+    assert [(c["version"], c["value"]) for c in commits] == [(4, "4"), (5, "5")]
