@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo dev test test-quick lint bench soak clean
+.PHONY: setup chromium demo dev test test-quick lint bench soak clean
 
 $(STAMP): pyproject.toml package.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ $(STAMP): pyproject.toml package.json
 
 setup: $(STAMP)
 
+# Debian's Chromium for the UI test (tests/browser.py: Playwright drives it, downloading nothing).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "note: no chromium (Debian package, needs root): the UI test will be skipped"; fi; }
+
 demo: setup
 	$(BIN)/python -m assets.demo
 
@@ -26,7 +34,7 @@ demo: setup
 dev: setup
 	$(BIN)/python -m assets.dev $(ARGS)
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest
 
 test-quick: setup
