@@ -36,6 +36,11 @@ def descendants(root: int) -> dict[int, tuple[int, int]]:
     return found
 
 
+def children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` now."""
+    return [pid for pid in _all_pids() if (s := _stat(pid)) is not None and s[1] == parent]
+
+
 def survivors(procs: dict[int, tuple[int, int]]) -> list[int]:
     """Those of ``procs`` (same pid and start time) still running (zombies count as gone)."""
     alive = []
