@@ -42,7 +42,13 @@ from assets.resources import LakeResource, RpcResource, SparkResource
 from ingestion import continuity, settings
 from ingestion.coverage import HISTORY, TIP, FileSpan, file_spans, rows_in_range, table_rows
 from ingestion.errors import RefusedError
-from ingestion.ingest import IngestResult, default_scope, explain_failure, run_ingest
+from ingestion.ingest import (
+    IngestResult,
+    default_scope,
+    explain_failure,
+    follow_head,
+    run_ingest,
+)
 from ingestion.lake_path import LakePathError, check_lake_writable
 from ingestion.ranges import BlockSpan
 from ingestion.rpc import ChainIdMismatchError
@@ -231,6 +237,10 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
     rate = requests_per_second(tags, kind)
     bronze = lake.lake()
     check_lake_writable(bronze.root)  # a file, a read-only or full disk: now, not in Spark
+    # A tip run follows the head (a bad setting fails here, before Spark), never near the tip
+    # runs' maximum run time, past which run monitoring would fail the run.
+    follow_s = (min(settings.tip_follow_seconds_from_env(),
+                    settings.run_max_runtime_from_env(TIP) // 2) if kind == TIP else 0)
     # The JVM boots while the run checks the node and the lake and its head start fetches.
     session = spark.on_demand().start_in_background()
     continuity.preload()  # the run's blocking checks validate next: import GX meanwhile
@@ -265,6 +275,10 @@ def _ingest(context: dg.AssetExecutionContext, rpc: RpcResource, spark: SparkRes
                              f"v{p.versions['blocks']}; {p.describe_stages()}")
 
         result = run_ingest(session, opts, bronze, scope=scope, on_batch=log_batch)
+        if follow_s and len(group) == 1 and result.target_end < end:
+            context.log.info(f"{label}: following the head for up to {follow_s}s")
+            result = follow_head(session, opts, bronze, result, seconds=follow_s, scope=scope,
+                                 on_batch=log_batch)
         if result.reorg is not None:
             context.log.warning(f"reorg of depth {result.reorg.depth} below the stored tip: "
                                 f"re-ingested blocks {result.reorg.replaced} from the node")

@@ -10,7 +10,9 @@ latency and where the seconds of the sensor's runs went:
   launch       run worker started -> the ingest step started (code location load, resources)
   ingest       ingest step started -> the run's newest block visible in the lake (Spark or
                Spark Connect session, availableNow query: read, write, commit)
-  check        that block visible -> the run's continuity checks finished
+  rest         that block visible -> the run ended: following the head (a tip run goes on
+               ingesting new blocks for CHAINLAKE_TIP_FOLLOW_S, ``--follow``), then the
+               continuity checks
 
 Latency is measured by polling the node's head (every 0.2 s) and the lake's stored tip (every
 0.25 s, from Delta file statistics), so each figure is precise to about a quarter second.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from dev_stack import DevStack  # noqa: E402
 
+from ingestion import settings  # noqa: E402
 from ingestion.devnet import rpc_call  # noqa: E402
 from ingestion.sink import BronzeLake  # noqa: E402
 
@@ -94,7 +97,7 @@ def run_stages(home: Path, watch: Watch, since: float) -> dict[str, list[float]]
     import dagster as dg
 
     stages: dict[str, list[float]] = {k: [] for k in
-                                      ("sensor wait", "queue", "launch", "ingest", "check")}
+                                      ("sensor wait", "queue", "launch", "ingest", "rest")}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for record in instance.get_run_records(dg.RunsFilter(
                 tags={"chainlake/trigger": "chain_head_sensor"},
@@ -120,7 +123,7 @@ def run_stages(home: Path, watch: Watch, since: float) -> dict[str, list[float]]
             stages["queue"].append(started - created)
             stages["launch"].append(step - started)
             stages["ingest"].append(watch.visible[safe_head] - step)
-            stages["check"].append(ended - watch.visible[safe_head])
+            stages["rest"].append(ended - watch.visible[safe_head])
     return stages
 
 
@@ -133,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds before blocks count (the first catch-up of the history)")
     parser.add_argument("--cold-spark", action="store_true",
                         help="no Spark Connect server: every run starts its own Spark")
+    parser.add_argument("--follow", type=int, default=None,
+                        help=f"seconds a tip run follows the head ({settings.ENV_TIP_FOLLOW_S}; "
+                             f"default {settings.DEFAULT_TIP_FOLLOW_S}, 0: not at all)")
     args = parser.parse_args(argv)
+    follow = settings.DEFAULT_TIP_FOLLOW_S if args.follow is None else args.follow
 
-    with DevStack("tip-latency-", args.block_time, cold_spark=args.cold_spark) as stack:
+    with DevStack("tip-latency-", args.block_time, cold_spark=args.cold_spark,
+                  env={settings.ENV_TIP_FOLLOW_S: str(follow)}) as stack:
         watch = Watch(stack.url, BronzeLake(str(stack.lake_root))).start()
         began = time.time()
         try:
@@ -156,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             watch.stop.set()
     spark = "cold Spark per run" if args.cold_spark else "warm Spark Connect server"
-    print(f"tip latency, dev stack ({spark}, a block every {args.block_time:g} s, "
-          f"{args.minutes:g} min after {args.warmup:g} s of warm-up), seconds:")
+    print(f"tip latency, dev stack ({spark}, a block every {args.block_time:g} s, tip runs "
+          f"following the head for {follow} s, {args.minutes:g} min after {args.warmup:g} s of "
+          f"warm-up), seconds:")
     print(f"  first seen at the node -> visible in bronze/blocks: {summary(latencies)}")
     print(f"  blocks seen but not yet visible at the end: {len(pending)}")
-    print("  per stage of the sensor's runs (their newest block):")
+    print(f"  the sensor's runs in that time: {len(stages['queue'])} "
+          f"({len(latencies) / max(1, len(stages['queue'])):.1f} blocks each)")
+    print("  per stage of the sensor's runs (the newest block of their first pass):")
     for name, values in stages.items():
         print(f"    {name:<12} {summary(values)}")
     print(f"  (stack log and lake kept in {stack.work})")

@@ -53,6 +53,7 @@ log = logging.getLogger("chainlake.ingest")
 LINK_REREADS = 2
 # How often a run looks at the lake for the micro-batches its query committed.
 PROGRESS_POLL_S = 0.5
+FOLLOW_POLL_S = 1.0  # follow_head: how often the node's head is asked
 BATCH_KEY = "chainlake.batch"  # blocks commit info: the micro-batch it completed (JSON)
 
 
@@ -154,6 +155,13 @@ class IngestResult:
 
     def versions(self) -> dict[str, int]:
         return dict(self.batches[-1].versions) if self.batches else {}
+
+    def followed_by(self, more: IngestResult) -> IngestResult:
+        """This run and ``more``, a later pass over the same range (``follow_head``), as one."""
+        return replace(self, target_end=more.target_end, chain=more.chain,
+                       batches=self.batches + more.batches, seconds=self.seconds + more.seconds,
+                       reorg=more.reorg or self.reorg,
+                       head_start_blocks=self.head_start_blocks + more.head_start_blocks)
 
     def within(self, start: int, end: int) -> IngestResult:
         """What this run did in blocks ``[start, end)``: one partition of a run over several.
@@ -266,6 +274,42 @@ def run_ingest(
     with scope_lock(checkpoint):  # one run per scope: a second one waits, then finds the rest
         return _run_scope(spark, opts, lake, checkpoint, scope=scope, on_batch=on_batch,
                           max_reorg_depth=max_reorg_depth)
+
+
+def follow_head(spark, opts: SourceOptions, lake: BronzeLake, result: IngestResult, *,
+                seconds: float, scope: str | None = None,
+                on_batch: Callable[[BatchProgress], None] | None = None,
+                max_reorg_depth: int | None = None, poll_s: float = FOLLOW_POLL_S
+                ) -> IngestResult:
+    """Keep following the head for up to ``seconds`` after ``run_ingest`` stopped at the safe head
+    (``result``): whenever the node's safe head passes the run's, another ``availableNow`` pass of
+    the same query (same scope, same checkpoint) ingests the new blocks, with all of a run's
+    guarantees (links, reorg repair, exactly once). Ends early at ``opts.end_block``.
+
+    Why: a pass in a running process costs one query on a session that is already up; a new run
+    (a Dagster tip run, a CLI call) first pays its process, its imports and its session. The head
+    is asked every ``poll_s`` seconds; a node that stops answering ends the following (what was
+    committed stays; the next run goes on). Returns the run and its passes as one result.
+    """
+    from ingestion.rpc import RpcError
+
+    deadline = time.monotonic() + seconds
+    with opts.client() as client:
+        while ((opts.end_block is None or result.target_end < opts.end_block)
+               and time.monotonic() < deadline):
+            try:
+                safe_end = ChainView(result.chain.chain_id, client.block_number(),
+                                     result.chain.confirmations).safe_end
+            except RpcError as err:
+                log.warning("stopped following the head: %s", err)
+                break
+            if safe_end > result.target_end:
+                result = result.followed_by(run_ingest(
+                    spark, opts, lake, scope=scope, on_batch=on_batch,
+                    max_reorg_depth=max_reorg_depth))
+                continue
+            time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
+    return result
 
 
 def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,

@@ -178,6 +178,13 @@ ENV_TIP_RUN_MAX_RUNTIME_S = "CHAINLAKE_TIP_RUN_MAX_RUNTIME_S"
 ENV_HISTORY_RUN_MAX_RUNTIME_S = "CHAINLAKE_HISTORY_RUN_MAX_RUNTIME_S"
 DEFAULT_TIP_RUN_MAX_RUNTIME_S = 15 * 60
 DEFAULT_HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
+# A tip run whose partition is still open after its pass keeps following the head this long
+# (ingestion.ingest.follow_head): each new safe block is ingested by another pass in the same run,
+# about a second after the node has it, instead of waiting for the sensor's next tick and a new
+# run's start (~2 s of a process and its imports, every block). 0 turns it off. Well below the
+# tip runs' maximum run time.
+ENV_TIP_FOLLOW_S = "CHAINLAKE_TIP_FOLLOW_S"
+DEFAULT_TIP_FOLLOW_S = 60
 # Code references of the assets link to this repository when set (e.g.
 # https://github.com/org/chainlake and branch main); else they name local files.
 ENV_GIT_URL = "CHAINLAKE_GIT_URL"
@@ -195,17 +202,23 @@ def run_max_runtime_from_env(kind: str) -> int:
     return _seconds_from_env(ENV_HISTORY_RUN_MAX_RUNTIME_S, DEFAULT_HISTORY_RUN_MAX_RUNTIME_S)
 
 
-def _seconds_from_env(name: str, default: int) -> int:
-    """A whole number of seconds >= 1 from ``$name``, ``default`` when unset; else ValueError."""
+def tip_follow_seconds_from_env() -> int:
+    """How long a tip run follows the head after its first pass (0: it does not)."""
+    return _seconds_from_env(ENV_TIP_FOLLOW_S, DEFAULT_TIP_FOLLOW_S, minimum=0)
+
+
+def _seconds_from_env(name: str, default: int, minimum: int = 1) -> int:
+    """A whole number of seconds >= ``minimum`` from ``$name``, ``default`` when unset; else
+    ValueError."""
     explicit = os.environ.get(name)
     if not explicit:
         return default
     try:
         seconds = int(explicit)
     except ValueError:
-        seconds = 0
-    if seconds < 1:
-        raise ValueError(f"{name} must be a whole number of seconds >= 1, got {explicit!r}")
+        seconds = minimum - 1
+    if seconds < minimum:
+        raise ValueError(f"{name} must be a whole number of seconds >= {minimum}, got {explicit!r}")
     return seconds
 
 

@@ -462,7 +462,7 @@ def commits_since(uri: str, since: int, max_commits: int = MAX_HISTORY_COMMITS
         entries = dt.history(now - since)
         if DeltaTable(uri).version() != now:
             continue
-        wanted = [e for e in entries if since < (e.get("version") or -1) <= now]
+        wanted = [e for e in entries if since < e.get("version", -1) <= now]
         if {e["version"] for e in wanted} != set(range(since + 1, now + 1)):
             return None
         return now, sorted(wanted, key=lambda e: e["version"])

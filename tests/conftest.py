@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Tip runs follow the head for a minute by default (settings.DEFAULT_TIP_FOLLOW_S); tests whose
+# sensors launch tip runs would wait for them. The tests of following set it themselves.
+os.environ.setdefault("CHAINLAKE_TIP_FOLLOW_S", "0")
+
 
 def fixtures_dir() -> Path:
     """Real mainnet replies with ethereum-etl's rows (shared/ beside the repo, or overridden)."""

@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,10 +11,11 @@ import dagster as dg
 import pytest
 from synthetic_chain import chain, write
 
-from assets.bronze import OWNERS, POOL, RETRY_POLICY, bronze_ingest
+from assets.bronze import OWNERS, POOL, RETRY_POLICY, RUN_KIND_TAG, bronze_ingest
 from assets.definitions import defs
 from assets.partitions import BLOCK_RANGES
 from assets.resources import LakeResource, RpcResource, SparkResource
+from ingestion import settings
 from ingestion.ranges import span_of
 from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
@@ -210,3 +213,45 @@ def test_schedule_targets_the_tip_partition(devnet, instance, tmp_path):
         requests = list(catch_up_schedule(context))
     assert [r.partition_key for r in requests] == [span_of(head, SIZE).key]
     assert span_of(head, SIZE).key in instance.get_dynamic_partitions(BLOCK_RANGES.name)
+
+
+def test_a_tip_run_follows_the_head_until_its_partition_closes(spark, devnet, instance, tmp_path,
+                                                               monkeypatch):
+    """A tip run whose partition is open keeps ingesting blocks mined after its first pass, in
+    the same run (``follow_head``), and ends when the partition is complete."""
+    monkeypatch.setenv(settings.ENV_TIP_FOLLOW_S, "300")  # ended by the partition, not the time
+    lake_root = str(tmp_path / "lake")
+    head = devnet.live_head()
+    # The head 5 blocks before the end of its partition: 4 more close it.
+    to_mine = (SIZE - 5 - head % SIZE) % SIZE
+    if to_mine:
+        devnet.call("anvil_mine", [hex(to_mine)])
+    head += to_mine
+    span = span_of(head, SIZE)
+    assert span.end - head == 5
+    instance.add_dynamic_partitions(BLOCK_RANGES.name, [span.key])
+
+    def mine_after_the_first_pass() -> None:
+        deadline = time.monotonic() + 300
+        while (BronzeLake(lake_root).stored_tip() or -1) < head:  # the first pass is in the lake
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        for _ in range(4):
+            time.sleep(0.5)
+            devnet.call("anvil_mine", ["0x1"])
+
+    miner = ThreadPoolExecutor(1).submit(mine_after_the_first_pass)
+    result = dg.materialize([bronze_ingest], partition_key=span.key, instance=instance,
+                            resources=resources(devnet, lake_root),
+                            tags={RUN_KIND_TAG: "tip"})
+    miner.result(timeout=60)
+    assert result.success
+    blocks = BronzeLake(lake_root).read("blocks").column("block_number").to_pylist()
+    assert sorted(blocks) == list(range(span.start, span.end))  # every block once
+    meta = {m.asset_key.path[-1]: m.metadata
+            for m in result.asset_materializations_for_node("bronze_ingest")}
+    assert meta["blocks"]["blocks_ingested"].value == SIZE
+    assert meta["blocks"]["partition_state"].value.startswith("complete:")
+    assert meta["blocks"]["open_partition"].value is False
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("following the head for up to 300s" in m for m in messages)

@@ -248,6 +248,19 @@ def test_the_run_time_limits_can_be_set(monkeypatch):
         settings.run_max_runtime_from_env("tip")
 
 
+def test_how_long_tip_runs_follow_the_head_can_be_set(monkeypatch):
+    monkeypatch.delenv(settings.ENV_TIP_FOLLOW_S, raising=False)
+    assert settings.tip_follow_seconds_from_env() == settings.DEFAULT_TIP_FOLLOW_S
+    assert settings.DEFAULT_TIP_FOLLOW_S < settings.DEFAULT_TIP_RUN_MAX_RUNTIME_S // 2
+    monkeypatch.setenv(settings.ENV_TIP_FOLLOW_S, "0")  # off
+    assert settings.tip_follow_seconds_from_env() == 0
+    for bad in ("-1", "1.5", "soon"):
+        monkeypatch.setenv(settings.ENV_TIP_FOLLOW_S, bad)
+        with pytest.raises(ValueError, match=f"{settings.ENV_TIP_FOLLOW_S} must be a whole "
+                                             "number of seconds >= 0"):
+            settings.tip_follow_seconds_from_env()
+
+
 def test_old_gaps_are_healed_one_history_run_at_a_time(instance, tmp_path):
     lake_root = str(tmp_path / "lake")
     lake = BronzeLake(lake_root)

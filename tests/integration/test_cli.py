@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from ingestion.cli import main
@@ -63,3 +66,32 @@ def test_ingest_command_fills_the_bronze_tables(capsys, spark, devnet, tmp_path)
     assert "blocks/s" in out and "done" in out
     blocks = BronzeLake(str(tmp_path / "lake")).read("blocks")
     assert sorted(blocks.column("block_number").to_pylist()) == list(range(end))
+
+
+def test_follow_takes_no_end_block(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "ingest", "--rpc-url", "http://127.0.0.1:1", "--lake",
+                           str(tmp_path), "--start-block", "0", "--end-block", "5",
+                           "--follow", "10")
+    assert code == 2
+    assert "--follow follows the head: it takes no --end-block" in err
+
+
+def test_ingest_follows_the_head_when_asked(capsys, spark, devnet, tmp_path):
+    lake = BronzeLake(str(tmp_path / "lake"))
+    head = devnet.live_head()
+
+    def mine_after_the_first_pass() -> None:
+        deadline = time.monotonic() + 120
+        while (lake.stored_tip() or -1) < head:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        devnet.call("anvil_mine", ["0x3"])
+
+    miner = ThreadPoolExecutor(1).submit(mine_after_the_first_pass)
+    code, out, _ = run_cli(capsys, "ingest", "--rpc-url", devnet.url, "--lake", lake.root,
+                           "--start-block", str(head - 4), "--follow", "10")
+    miner.result(timeout=60)
+    assert code == 0, out
+    assert "following the head for 10 s" in out
+    blocks = lake.read("blocks").column("block_number").to_pylist()
+    assert sorted(blocks) == list(range(head - 4, head + 4))  # and the 3 mined meanwhile, once
