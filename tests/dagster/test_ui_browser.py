@@ -87,8 +87,6 @@ def test_a_backfill_launched_from_the_ui_fills_the_lake(dagster_dev, devnet, tmp
             text = page.locator("body").inner_text()
             assert status == "Succeeded", text[:3000]
             assert text.count("100% completed") == len(TABLES), text[:3000]
-            for key in keys:
-                assert key in text  # the page lists the partitions it covered
 
             # The continuity suite ran as a blocking check of the backfill's materialization.
             page.goto(f"{dagster_dev.url}/assets/bronze/blocks?view=checks")
