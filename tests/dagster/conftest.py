@@ -35,3 +35,18 @@ def instance():
     """A fresh, ephemeral Dagster instance, exited at the end of the test."""
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture()
+def dagster_dev(devnet, tmp_path, request):
+    """``dagster dev`` (webserver, daemon, the chain head sensor) on the session devnet, with a
+    lake in ``tmp_path`` and the requesting module's ``SIZE`` blocks per partition."""
+    from dagster_service import dagster_service
+
+    from assets.demo import QUIET_DAGSTER_CLI
+
+    env = {**QUIET_DAGSTER_CLI, "CHAINLAKE_RPC_URL": devnet.url,
+           "CHAINLAKE_LAKE_URI": str(tmp_path / "lake"),
+           "CHAINLAKE_PARTITION_SIZE": str(request.module.SIZE)}
+    with dagster_service("dagster dev", tmp_path, env) as service:
+        yield service

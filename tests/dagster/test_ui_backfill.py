@@ -13,9 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dagster_service import dagster_service
 
-from assets.demo import QUIET_DAGSTER_CLI
 from ingestion.ranges import parse_key, span_of
 from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
@@ -43,14 +41,6 @@ RUNS = """
 { runsOrError { ... on Runs { results {
   runId status startTime endTime tags { key value }
 } } } }"""
-
-
-@pytest.fixture()
-def dagster_dev(devnet, tmp_path):
-    env = {**QUIET_DAGSTER_CLI, "CHAINLAKE_RPC_URL": devnet.url,
-           "CHAINLAKE_LAKE_URI": str(tmp_path / "lake"), "CHAINLAKE_PARTITION_SIZE": str(SIZE)}
-    with dagster_service("dagster dev", tmp_path, env) as service:
-        yield service
 
 
 def wait_for(condition, seconds: float, service):

@@ -11,10 +11,8 @@ import time
 import httpx
 import pytest
 from browser import browser_page
-from dagster_service import dagster_service
 from playwright.sync_api import expect
 
-from assets.demo import QUIET_DAGSTER_CLI
 from ingestion.ranges import parse_key
 from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
@@ -27,14 +25,6 @@ PARTITION_KEYS = """
   ... on AssetNode { partitionKeys }
 } }"""
 FINISHED = ("Succeeded", "Failed", "Canceled", "Completed with failures")
-
-
-@pytest.fixture()
-def dagster_dev(devnet, tmp_path):
-    env = {**QUIET_DAGSTER_CLI, "CHAINLAKE_RPC_URL": devnet.url,
-           "CHAINLAKE_LAKE_URI": str(tmp_path / "lake"), "CHAINLAKE_PARTITION_SIZE": str(SIZE)}
-    with dagster_service("dagster dev", tmp_path, env) as service:
-        yield service
 
 
 def partition_keys(service) -> list[str]:
