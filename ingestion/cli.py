@@ -15,7 +15,9 @@ from ingestion.errors import RefusedError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-DAEMON_SWEEP_S = 10.0  # how often `chainlake spark-server` looks for idle PySpark daemons
+# How often `chainlake spark-server` looks for idle PySpark daemons: a pass per block on a fast
+# chain starts a read-planning daemon every second or so (spark_server.IdleDaemonReaper).
+DAEMON_SWEEP_S = 2.0
 
 
 class CliError(Exception):
@@ -327,8 +329,9 @@ def cmd_spark_server(args: argparse.Namespace) -> int:
                 print("chainlake spark-server: the server exited", file=sys.stderr)
                 return EXIT_FAILED
             for pid in reaper.sweep():
-                print(f"chainlake spark-server: stopped PySpark daemon {pid}, idle for "
-                      f"{reaper.idle_s:.0f}s", flush=True)
+                if pid not in reaper.replaced:  # not a line per query for the planning daemons
+                    print(f"chainlake spark-server: stopped PySpark daemon {pid}, idle for "
+                          f"{reaper.idle_s:.0f}s", flush=True)
     finally:
         server.stop()
     return 0

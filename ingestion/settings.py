@@ -18,10 +18,12 @@ ENV_SPARK_MASTER = "CHAINLAKE_SPARK_MASTER"
 ENV_SPARK_REMOTE = "CHAINLAKE_SPARK_REMOTE"
 DEFAULT_SPARK_SERVER_PORT = 15002
 # A Spark Connect server stops a PySpark fork daemon that did no work for this long (seconds):
-# its session is gone or idle, or it planned one query's read (Spark starts one per checkpoint,
-# ~0.1 GiB with its worker). A run every few seconds keeps the shared ones; a run after a pause
+# its session is gone or idle. A run every few seconds keeps the shared ones; a run after a pause
 # restarts them in about a second, still far from a JVM start.
 SPARK_DAEMON_IDLE_S = 60.0
+# ... and one that a newer daemon of the same kind has replaced (the read-planning daemon of an
+# earlier query: Spark starts one per availableNow pass) once its workers have waited this long.
+SPARK_SUPERSEDED_DAEMON_IDLE_S = 4.0
 
 DEFAULT_SPARK_MASTER = "local[2,3]"  # 2 cores; up to 3 attempts per task (local[N] never retries)
 

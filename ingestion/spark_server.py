@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from ingestion.spark import SESSION_CONF, java_options, python_environment, work
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
-# A server runs a query every few seconds (a run per new block when following the head). With
+# A server runs a query every few seconds (a pass per new block when following the head). With
 # PySpark's fork daemon, each query's Python workers (data source creation, read planning, tasks)
 # are forks of a process that has imported pyspark, and task workers stay for the next query:
 # the first 1,500 blocks of a run reach the lake ~2 s sooner, at ~2 CPU-s less per run
@@ -41,54 +42,117 @@ class SparkServerError(RuntimeError):
 
 class IdleDaemonReaper:
     """Stops the server's PySpark fork daemons, with their idle workers, once they have done no
-    work for ``idle_s`` seconds.
+    work for a while.
 
     Spark starts one daemon per kind of worker and per Connect session and never stops one: every
     session a client ever opened (a notebook, a shared session the server closed) would keep
-    ~0.3 GiB of idle processes for the server's lifetime. A daemon reaped while its session is
-    still in use costs that session one daemon start: Spark replaces a daemon it finds gone.
-    ``sweep`` is called periodically by whoever keeps the server (``chainlake spark-server``).
+    ~0.3 GiB of idle processes for the server's lifetime. Worse, the read-planning daemon is keyed
+    by the query (Spark runs each streaming query in a session of its own): every availableNow
+    pass starts one, with its worker (~0.1 GiB), and never uses it again. At a pass per block on
+    a 1-s chain, a minute's grace kept 30 of them (2.3 GiB of the tree's PSS).
+
+    So a daemon is stopped
+    - after ``idle_s`` without work, or
+    - after ``superseded_idle_s`` without work if a newer daemon serves the same kind of worker
+      (a later query's or session's), and every one of its workers waits for Spark's next request
+      (blocked reading its socket: none is waiting on the node).
+    A daemon with a worker blocked elsewhere (a batch read's planning waiting on a slow node) is
+    never stopped. A daemon stopped while its session is still in use costs that session one
+    daemon start: Spark replaces a daemon it finds gone. ``sweep`` is called periodically by
+    whoever keeps the server (``chainlake spark-server``).
     """
 
-    def __init__(self, root_pid: int, idle_s: float = settings.SPARK_DAEMON_IDLE_S) -> None:
-        self.root_pid, self.idle_s = root_pid, idle_s
+    def __init__(self, root_pid: int, idle_s: float = settings.SPARK_DAEMON_IDLE_S,
+                 superseded_idle_s: float = settings.SPARK_SUPERSEDED_DAEMON_IDLE_S) -> None:
+        self.root_pid, self.idle_s, self.superseded_idle_s = root_pid, idle_s, superseded_idle_s
         self._last_work: dict[int, tuple[int, float]] = {}  # daemon pid -> (group CPU, since)
+        self.replaced: list[int] = []  # those the last sweep stopped for being replaced
 
     def sweep(self, now: float | None = None) -> list[int]:
-        """Reap the daemons idle for ``idle_s``; return their pids."""
+        """Stop the daemons idle for long enough; return their pids."""
         now = time.monotonic() if now is None else now
         daemons = pyspark_daemons(self.root_pid)
-        reaped = []
-        for pid, cpu in daemons.items():
-            last = self._last_work.get(pid)
-            if last is None or last[0] != cpu:
-                self._last_work[pid] = (cpu, now)
-            elif now - last[1] >= self.idle_s:
+        newest: dict[str, Daemon] = {}
+        for daemon in daemons:
+            if daemon.worker_module not in newest or \
+                    daemon.started > newest[daemon.worker_module].started:
+                newest[daemon.worker_module] = daemon
+        reaped, self.replaced = [], []
+        for daemon in daemons:
+            last = self._last_work.get(daemon.pid)
+            if last is None or last[0] != daemon.cpu:
+                self._last_work[daemon.pid] = (daemon.cpu, now)
+                continue
+            idle_for = now - last[1]
+            superseded = newest[daemon.worker_module].pid != daemon.pid
+            idle = idle_for >= self.idle_s and daemon.workers_waiting is not False
+            replaced = (superseded and idle_for >= self.superseded_idle_s
+                        and daemon.workers_waiting is True)
+            if idle or replaced:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-                reaped.append(pid)
-        for pid in (set(self._last_work) - set(daemons)) | set(reaped):
+                    os.killpg(daemon.pid, signal.SIGTERM)
+                reaped.append(daemon.pid)
+                if not idle:
+                    self.replaced.append(daemon.pid)
+        for pid in (set(self._last_work) - {d.pid for d in daemons}) | set(reaped):
             del self._last_work[pid]
         return reaped
 
 
-def pyspark_daemons(root_pid: int) -> dict[int, int]:
-    """The PySpark fork daemons under process ``root_pid`` (each leads its process group):
-    pid -> CPU ticks of its whole group (the daemon and its workers)."""
-    group_of = {pid: fields[2] for pid in tree_pids(root_pid)
-                if (fields := proc_stat(pid)) is not None}
-    daemons = {}
-    for pid, group in group_of.items():
-        if group != str(pid):
+@dataclass(frozen=True)
+class Daemon:
+    """A PySpark fork daemon and its process group (the workers it forked)."""
+
+    pid: int
+    worker_module: str  # e.g. pyspark.worker, pyspark.sql.worker.plan_data_source_read
+    started: int  # clock ticks after boot
+    cpu: int  # CPU ticks of the whole group
+    # Every worker is blocked reading from Spark (an idle pooled worker); None: unknown here.
+    workers_waiting: bool | None
+
+
+# read(2), where an idle pooled worker waits for Spark's next request (/proc/<pid>/syscall)
+_READ_SYSCALL = {"x86_64": 0, "aarch64": 63}.get(platform.machine())
+
+
+def _waiting_for_spark(pid: int) -> bool | None:
+    """Whether worker ``pid`` is blocked in read(2) (idle, waiting on its Spark socket) rather
+    than working or waiting on something else (the node: a poll); None when it cannot be told."""
+    fields = proc_stat(pid)
+    if fields is None or fields[0] == "Z":
+        return True  # gone, or exited and not yet reaped by its daemon
+    if _READ_SYSCALL is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            first = f.read().split(maxsplit=1)
+    except OSError:
+        return None
+    return bool(first) and first[0] == str(_READ_SYSCALL)
+
+
+def pyspark_daemons(root_pid: int) -> list[Daemon]:
+    """The PySpark fork daemons under process ``root_pid`` (each leads its process group)."""
+    stats = {pid: fields for pid in tree_pids(root_pid) if (fields := proc_stat(pid)) is not None}
+    daemons = []
+    for pid, fields in stats.items():
+        if fields[2] != str(pid):
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"pyspark.daemon" not in f.read().split(b"\0"):
-                    continue
+                argv = f.read().split(b"\0")
         except OSError:
             continue
-        daemons[pid] = sum(int(fields[11]) + int(fields[12]) for member, g in group_of.items()
-                           if g == group and (fields := proc_stat(member)) is not None)
+        if b"pyspark.daemon" not in argv or argv.index(b"pyspark.daemon") + 1 >= len(argv):
+            continue
+        group = [member for member, f in stats.items() if f[2] == fields[2]]
+        waiting = [_waiting_for_spark(member) for member in group if member != pid]
+        daemons.append(Daemon(
+            pid=pid,
+            worker_module=argv[argv.index(b"pyspark.daemon") + 1].decode(errors="replace"),
+            started=int(fields[19]),
+            cpu=sum(int(stats[m][11]) + int(stats[m][12]) for m in group),
+            workers_waiting=False if False in waiting else None if None in waiting else True))
     return daemons
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,12 @@ from reference import project, reference_rows
 from ingestion.devnet import free_port
 from ingestion.schemas import TABLES
 from ingestion.sink import BronzeLake
-from ingestion.spark_server import SparkConnectServer
+from ingestion.spark_server import IdleDaemonReaper, SparkConnectServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.devnet]
 
 CHAINLAKE = Path(sys.executable).parent / "chainlake"
+PLAN = "pyspark.sql.worker.plan_data_source_read"  # the read-planning workers' module
 
 
 def _daemons(server: SparkConnectServer) -> dict[int, str]:
@@ -68,7 +70,18 @@ def test_ingest_through_a_spark_connect_server(devnet, tmp_path):
         # only adds a read-planning daemon per checkpoint (the query's own session).
         assert daemons[0] and daemons[0].items() <= daemons[1].items()
         added = {pid: m for pid, m in daemons[1].items() if pid not in daemons[0]}
-        assert list(added.values()) in ([], ["pyspark.sql.worker.plan_data_source_read"])
+        assert list(added.values()) in ([], [PLAN])
+
+        # Spark never uses the first run's read-planning daemon again (it keys it by query): the
+        # server's reaper stops it within seconds once a newer one exists, and keeps the rest.
+        replaced = {pid for pid, m in daemons[0].items() if m == PLAN} if added else set()
+        reaper, reaped = IdleDaemonReaper(server.process.pid), set()
+        deadline = time.monotonic() + 60
+        while reaped != replaced and time.monotonic() < deadline:
+            reaped.update(reaper.sweep())
+            time.sleep(0.5)
+        assert reaped == replaced
+        assert _daemons(server) == {pid: m for pid, m in daemons[1].items() if pid not in reaped}
 
         # The server closes the shared session (here: a client stops it): the next run gets a
         # new one and works.
