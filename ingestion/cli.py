@@ -15,8 +15,8 @@ from ingestion.errors import RefusedError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-# How often `chainlake spark-server` looks for idle PySpark daemons: a pass per block on a fast
-# chain starts a read-planning daemon every second or so (spark_server.IdleDaemonReaper).
+# How often `chainlake spark-server` looks for idle PySpark daemons: every query starts a
+# read-planning daemon, a run every few seconds on a fast chain (spark_server.IdleDaemonReaper).
 DAEMON_SWEEP_S = 2.0
 
 
@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"default ${settings.ENV_SPARK_MASTER} or {settings.DEFAULT_SPARK_MASTER}")
     ingest.add_argument("--follow", type=_non_negative, default=0, metavar="SECONDS",
                         help="then keep following the head for SECONDS: each new safe block is "
-                             "ingested by another pass of the same query (without --end-block)")
+                             "ingested as it comes, by one query on the same checkpoint "
+                             "(without --end-block)")
 
     validate = sub.add_parser(
         "validate", help="check block continuity of the bronze tables (great-expectations)",

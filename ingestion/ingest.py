@@ -54,6 +54,7 @@ LINK_REREADS = 2
 # How often a run looks at the lake for the micro-batches its query committed.
 PROGRESS_POLL_S = 0.5
 FOLLOW_POLL_S = 1.0  # follow_head: how often the node's head is asked
+FOLLOW_STOP_GRACE_S = 30.0  # a following query still in a trigger this long after its time
 BATCH_KEY = "chainlake.batch"  # blocks commit info: the micro-batch it completed (JSON)
 
 
@@ -282,14 +283,19 @@ def follow_head(spark, opts: SourceOptions, lake: BronzeLake, result: IngestResu
                 max_reorg_depth: int | None = None, poll_s: float = FOLLOW_POLL_S
                 ) -> IngestResult:
     """Keep following the head for up to ``seconds`` after ``run_ingest`` stopped at the safe head
-    (``result``): whenever the node's safe head passes the run's, another ``availableNow`` pass of
-    the same query (same scope, same checkpoint) ingests the new blocks, with all of a run's
-    guarantees (links, reorg repair, exactly once). Ends early at ``opts.end_block``.
+    (``result``). Once the node's safe head passes the run's, one streaming query on the same
+    checkpoint (same scope) with a processing-time trigger ingests each new safe block as it
+    comes, for the time left, with a run's guarantees (links, reorg repair at its start,
+    exactly once); it is stopped between micro-batches. Ends early at ``opts.end_block``.
 
-    Why: a pass in a running process costs one query on a session that is already up; a new run
-    (a Dagster tip run, a CLI call) first pays its process, its imports and its session. The head
-    is asked every ``poll_s`` seconds; a node that stops answering ends the following (what was
-    committed stays; the next run goes on). Returns the run and its passes as one result.
+    Why: a run's first query pays its process, its imports and its session; following in the
+    same process does not. One query rather than an ``availableNow`` pass per new block: each
+    query costs ~2 CPU-s of Spark's Python workers (foreachBatch's, the source's runner, read
+    planning), more than a core on a 1-s chain. Until a new block is safe the head is asked
+    every ``poll_s`` seconds without Spark; a node that stops answering then ends the following
+    (what was committed stays; the next run goes on). If the query fails (a reorg deeper than the
+    confirmations breaks the links), one ``availableNow`` pass repairs and ingests, or fails the
+    run with the cause. Returns the run and what followed as one result.
     """
     from ingestion.rpc import RpcError
 
@@ -302,14 +308,22 @@ def follow_head(spark, opts: SourceOptions, lake: BronzeLake, result: IngestResu
                                      result.chain.confirmations).safe_end
             except RpcError as err:
                 log.warning("stopped following the head: %s", err)
-                break
+                return result
             if safe_end > result.target_end:
-                result = result.followed_by(run_ingest(
-                    spark, opts, lake, scope=scope, on_batch=on_batch,
-                    max_reorg_depth=max_reorg_depth))
-                continue
+                break
             time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
-    return result
+        else:
+            return result
+    following = replace(opts, follow_until=time.time() + max(0.0, deadline - time.monotonic()))
+    try:
+        more = run_ingest(spark, following, lake, scope=scope, on_batch=on_batch,
+                          max_reorg_depth=max_reorg_depth)
+    except Exception as err:  # noqa: BLE001 - the pass below fails with the cause if it persists
+        log.warning("the query following the head failed (%s); one pass, which repairs a reorg "
+                    "first", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        more = run_ingest(spark, opts, lake, scope=scope, on_batch=on_batch,
+                          max_reorg_depth=max_reorg_depth)
+    return result.followed_by(more)
 
 
 def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
@@ -328,6 +342,9 @@ def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         opts = replace(opts, start_block=rewound_to)
     result = IngestResult(start_block=opts.start_block, target_end=target, chain=view,
                           reorg=reorg, rewound_to=rewound_to, tables=opts.tables())
+    if opts.follow_until is not None:  # a following query: up to end_block, for its time
+        return _run_query(session_of(spark), opts, lake, checkpoint, scope=scope,
+                          on_batch=on_batch, result=result, started=started)
     if opts.start_block >= target:
         result.seconds = time.monotonic() - started
         return result
@@ -363,6 +380,9 @@ def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
                result: IngestResult, started: float) -> IngestResult:
     blocks_version = lake.table("blocks").version()
     options = opts.as_spark_options()
+    following = opts.follow_until is not None
+    trigger = ({"processingTime": f"{FOLLOW_POLL_S} seconds"} if following
+               else {"availableNow": True})
     query = (
         spark.readStream.format("evm")
         .options(**options)
@@ -370,7 +390,7 @@ def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
         .writeStream.queryName(query_name(checkpoint, scope))
         .foreachBatch(CommitMicroBatch(options, lake.root, checkpoint))
         .option("checkpointLocation", checkpoint)
-        .trigger(availableNow=True)
+        .trigger(**trigger)
         .start()
     )
     app_id = "chainlake-" + query_id(checkpoint)
@@ -387,12 +407,29 @@ def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
     try:
         while not query.awaitTermination(PROGRESS_POLL_S):
             report_new_batches()
+            if following and _following_done(query, opts, result):
+                break
     finally:
         if query.isActive:
             query.stop()
     report_new_batches()
+    if following:
+        result.target_end = max(result.target_end, result.next_block or 0)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _following_done(query, opts: SourceOptions, result: IngestResult) -> bool:
+    """Whether a following query may be stopped now: its range is complete or its time is up
+    (after which its source offers no new blocks), and no micro-batch runs. Past
+    ``FOLLOW_STOP_GRACE_S`` it is stopped regardless (a trigger stuck on a stalled node; a batch
+    stopped midway would be replayed exactly once by the next run)."""
+    until = opts.follow_until or 0.0
+    complete = opts.end_block is not None and result.next_block == opts.end_block
+    now = time.time()
+    if not complete and now < until:
+        return False
+    return now >= until + FOLLOW_STOP_GRACE_S or not query.status["isTriggerActive"]
 
 
 def commit_micro_batch(df, batch_id: int, options: dict[str, str], lake_root: str,

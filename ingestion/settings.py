@@ -22,7 +22,7 @@ DEFAULT_SPARK_SERVER_PORT = 15002
 # restarts them in about a second, still far from a JVM start.
 SPARK_DAEMON_IDLE_S = 60.0
 # ... and one that a newer daemon of the same kind has replaced (the read-planning daemon of an
-# earlier query: Spark starts one per availableNow pass) once its workers have waited this long.
+# earlier query: Spark starts one per streaming query) once its workers have waited this long.
 SPARK_SUPERSEDED_DAEMON_IDLE_S = 4.0
 
 DEFAULT_SPARK_MASTER = "local[2,3]"  # 2 cores; up to 3 attempts per task (local[N] never retries)
@@ -181,8 +181,8 @@ ENV_HISTORY_RUN_MAX_RUNTIME_S = "CHAINLAKE_HISTORY_RUN_MAX_RUNTIME_S"
 DEFAULT_TIP_RUN_MAX_RUNTIME_S = 15 * 60
 DEFAULT_HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
 # A tip run whose partition is still open after its pass keeps following the head this long
-# (ingestion.ingest.follow_head): each new safe block is ingested by another pass in the same run,
-# about a second after the node has it, instead of waiting for the sensor's next tick and a new
+# (ingestion.ingest.follow_head): one query in the same run ingests each new safe block about a
+# second after the node has it, instead of waiting for the sensor's next tick and a new
 # run's start (~2 s of a process and its imports, every block). 0 turns it off. Well below the
 # tip runs' maximum run time.
 ENV_TIP_FOLLOW_S = "CHAINLAKE_TIP_FOLLOW_S"

@@ -130,6 +130,10 @@ class SourceOptions:
     # A directory of replies the run's driver fetched ahead (``ingestion.head_start``): a task
     # reading a range for the first time takes its replies from there. Local sessions only.
     reply_spool: str | None = None
+    # A following query (``ingest.follow_head``, processing-time trigger): the source offers new
+    # blocks until this time (seconds since the epoch) and none after, so that the query can be
+    # stopped between micro-batches. Meanwhile a node that does not answer offers none either.
+    follow_until: float | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> SourceOptions:
@@ -189,7 +193,8 @@ class SourceOptions:
             raise SourceOptionError(f"confirmations must be >= 0, got {self.confirmations}")
         if self.rpc_max_retries < 0:
             raise SourceOptionError(f"rpc_max_retries must be >= 0, got {self.rpc_max_retries}")
-        for name, unit in (("rpc_timeout_s", "seconds"), ("rpc_requests_per_second", "calls per second")):
+        for name, unit in (("rpc_timeout_s", "seconds"), ("rpc_requests_per_second", "calls per second"),
+                           ("follow_until", "seconds since the epoch")):
             value = getattr(self, name)
             if value is not None and not 0 < value < float("inf"):  # also refuses NaN
                 raise SourceOptionError(
@@ -571,12 +576,31 @@ class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
         begin = int(start[OFFSET_KEY])
-        end = self._target if self._target is not None else self._readable_end(self._observe())
+        if self._target is not None:
+            end = self._target
+        elif self.opts.follow_until is not None:
+            end = self._following_end(begin)
+        else:
+            end = self._readable_end(self._observe())
         if isinstance(limit, ReadMaxRows):
             end = min(end, begin + limit.max_rows)
         elif not isinstance(limit, ReadAllAvailable):
             raise ValueError(f"unsupported read limit {limit!r}")
         return {OFFSET_KEY: max(begin, end)}
+
+    def _following_end(self, begin: int) -> int:
+        """A following query's end: the safe head until ``follow_until``, then no new blocks.
+        A node that does not answer offers none this trigger: the query goes on until its time is
+        up, as a pass-by-pass follower would have stopped asking (a wrong chain still fails)."""
+        from ingestion.rpc import RpcTransportError
+
+        if time.time() >= (self.opts.follow_until or 0):
+            return begin
+        try:
+            return self._readable_end(self._observe())
+        except RpcTransportError as err:
+            log.warning("following the head: the node did not answer (%s); no new blocks", err)
+            return begin
 
     def reportLatestOffset(self) -> dict | None:
         if self._view is None:

@@ -26,7 +26,7 @@ from ingestion.spark import SESSION_CONF, java_options, python_environment, work
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
-# A server runs a query every few seconds (a pass per new block when following the head). With
+# A server runs a query every few seconds (a run per sensor tick, following the head). With
 # PySpark's fork daemon, each query's Python workers (data source creation, read planning, tasks)
 # are forks of a process that has imported pyspark, and task workers stay for the next query:
 # the first 1,500 blocks of a run reach the lake ~2 s sooner, at ~2 CPU-s less per run
@@ -47,9 +47,9 @@ class IdleDaemonReaper:
     Spark starts one daemon per kind of worker and per Connect session and never stops one: every
     session a client ever opened (a notebook, a shared session the server closed) would keep
     ~0.3 GiB of idle processes for the server's lifetime. Worse, the read-planning daemon is keyed
-    by the query (Spark runs each streaming query in a session of its own): every availableNow
-    pass starts one, with its worker (~0.1 GiB), and never uses it again. At a pass per block on
-    a 1-s chain, a minute's grace kept 30 of them (2.3 GiB of the tree's PSS).
+    by the query (Spark runs each streaming query in a session of its own): every query starts
+    one, with its worker (~0.1 GiB), and never uses it again. At a query per block on a 1-s
+    chain, a minute's grace kept 30 of them (2.3 GiB of the tree's PSS).
 
     So a daemon is stopped
     - after ``idle_s`` without work, or
