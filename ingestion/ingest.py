@@ -53,8 +53,7 @@ log = logging.getLogger("chainlake.ingest")
 LINK_REREADS = 2
 # How often a run looks at the lake for the micro-batches its query committed.
 PROGRESS_POLL_S = 0.5
-FOLLOW_POLL_S = 1.0  # follow_head: how often the node's head is asked
-FOLLOW_STOP_GRACE_S = 30.0  # a following query still in a trigger this long after its time
+FOLLOW_POLL_S = 1.0  # follow_head: how often the node's head is asked before its query starts
 BATCH_KEY = "chainlake.batch"  # blocks commit info: the micro-batch it completed (JSON)
 
 
@@ -329,6 +328,8 @@ def follow_head(spark, opts: SourceOptions, lake: BronzeLake, result: IngestResu
 def _run_scope(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
                scope: str | None, on_batch: Callable[[BatchProgress], None] | None,
                max_reorg_depth: int | None) -> IngestResult:
+    if not tasks_run_here(spark):  # a server's session may hold a query of a run that died
+        stop_orphaned_query(session_of(spark), query_name(checkpoint, scope))
     view = preflight(opts)
     opts = pin_to_chain(replace(opts, dataset=FILES_NAME, lake=lake.root), view)
     opts = resolve_datasets(opts)
@@ -381,7 +382,7 @@ def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
     blocks_version = lake.table("blocks").version()
     options = opts.as_spark_options()
     following = opts.follow_until is not None
-    trigger = ({"processingTime": f"{FOLLOW_POLL_S} seconds"} if following
+    trigger = ({"processingTime": f"{settings.FOLLOW_TRIGGER_S} seconds"} if following
                else {"availableNow": True})
     query = (
         spark.readStream.format("evm")
@@ -422,14 +423,24 @@ def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
 def _following_done(query, opts: SourceOptions, result: IngestResult) -> bool:
     """Whether a following query may be stopped now: its range is complete or its time is up
     (after which its source offers no new blocks), and no micro-batch runs. Past
-    ``FOLLOW_STOP_GRACE_S`` it is stopped regardless (a trigger stuck on a stalled node; a batch
-    stopped midway would be replayed exactly once by the next run)."""
+    ``settings.FOLLOW_STOP_GRACE_S`` it is stopped regardless (a trigger stuck on a stalled node;
+    a batch stopped midway would be replayed exactly once by the next run)."""
     until = opts.follow_until or 0.0
     complete = opts.end_block is not None and result.next_block == opts.end_block
     now = time.time()
     if not complete and now < until:
         return False
-    return now >= until + FOLLOW_STOP_GRACE_S or not query.status["isTriggerActive"]
+    return now >= until + settings.FOLLOW_STOP_GRACE_S or not query.status["isTriggerActive"]
+
+
+def stop_orphaned_query(spark, name: str) -> None:
+    """Stop the session's active query called ``name``, left by a run of the same scope that
+    died: on a Spark Connect server a query outlives its client, and the scope's lock (held by
+    this run) says no live run owns it. A query of another scope has another name."""
+    for query in spark.streams.active:
+        if query.name == name:
+            log.warning("stopping query %s, left running by a run that died", name)
+            query.stop()
 
 
 def commit_micro_batch(df, batch_id: int, options: dict[str, str], lake_root: str,

@@ -187,6 +187,14 @@ DEFAULT_HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
 # tip runs' maximum run time.
 ENV_TIP_FOLLOW_S = "CHAINLAKE_TIP_FOLLOW_S"
 DEFAULT_TIP_FOLLOW_S = 60
+# Following is one streaming query with this processing-time trigger (seconds). Its run stops it
+# between micro-batches once its time is up; a trigger still running this long after (a stalled
+# node) is stopped regardless. A query whose run died (a killed worker, on a Spark Connect
+# server the query outlives its client) fails itself this long after its time instead of
+# following for ever; the scope's next run also stops it.
+FOLLOW_TRIGGER_S = 1.0
+FOLLOW_STOP_GRACE_S = 10.0
+FOLLOW_ORPHAN_EXPIRY_S = 60.0
 # Code references of the assets link to this repository when set (e.g.
 # https://github.com/org/chainlake and branch main); else they name local files.
 ENV_GIT_URL = "CHAINLAKE_GIT_URL"

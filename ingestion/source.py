@@ -100,6 +100,10 @@ class BlockNotAvailableError(RuntimeError):
     """A requested block is beyond what the node can serve (head minus confirmations)."""
 
 
+class FollowingQueryExpiredError(RuntimeError):
+    """A following query outlived the run that started it (see ``SourceOptions.follow_until``)."""
+
+
 class InconsistentChainError(RuntimeError):
     """The node's blocks did not link up while a range was read (a reorg under our feet)."""
 
@@ -132,7 +136,8 @@ class SourceOptions:
     reply_spool: str | None = None
     # A following query (``ingest.follow_head``, processing-time trigger): the source offers new
     # blocks until this time (seconds since the epoch) and none after, so that the query can be
-    # stopped between micro-batches. Meanwhile a node that does not answer offers none either.
+    # stopped between micro-batches; ``settings.FOLLOW_ORPHAN_EXPIRY_S`` later it fails (its run
+    # died). Meanwhile a node that does not answer offers no blocks either.
     follow_until: float | None = None
 
     @classmethod
@@ -594,7 +599,12 @@ class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         up, as a pass-by-pass follower would have stopped asking (a wrong chain still fails)."""
         from ingestion.rpc import RpcTransportError
 
-        if time.time() >= (self.opts.follow_until or 0):
+        now, until = time.time(), self.opts.follow_until or 0.0
+        if now >= until + settings.FOLLOW_ORPHAN_EXPIRY_S:
+            raise FollowingQueryExpiredError(
+                f"this query followed the head until {until:.0f} (seconds since the epoch) and "
+                f"nobody stopped it: the run that started it is gone")
+        if now >= until:
             return begin
         try:
             return self._readable_end(self._observe())
@@ -627,6 +637,7 @@ __all__ = [
     "BlockRange",
     "ChainView",
     "EvmDataSource",
+    "FollowingQueryExpiredError",
     "InconsistentChainError",
     "SourceOptionError",
     "SourceOptions",

@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from ingestion import ingest
+from ingestion import ingest, settings
 from ingestion.devnet import free_port
 from ingestion.ingest import IngestResult, follow_head
 from ingestion.rpc import ChainIdMismatchError
-from ingestion.source import ChainView, EvmStreamReader, SourceOptions
+from ingestion.source import ChainView, EvmStreamReader, FollowingQueryExpiredError, SourceOptions
 
 
 def stopped_at(head: int, chain_id: int = 31337) -> IngestResult:
@@ -103,3 +103,12 @@ def test_a_following_source_offers_nothing_while_the_node_is_down_but_refuses_an
                                 follow_until=time.time() + 60)
     with pytest.raises(ChainIdMismatchError):
         offered(other_chain, 5)
+
+
+def test_a_following_query_outliving_its_run_fails_itself(devnet):
+    # Its run died (nobody stopped it at its time, nor within the grace after): the query ends.
+    expired = SourceOptions(rpc_url=devnet.url, start_block=0, confirmations=0,
+                            follow_until=time.time() - settings.FOLLOW_ORPHAN_EXPIRY_S - 1)
+    with pytest.raises(FollowingQueryExpiredError, match="nobody stopped it"):
+        offered(expired, 5)
+    assert settings.FOLLOW_STOP_GRACE_S < settings.FOLLOW_ORPHAN_EXPIRY_S  # a live run stops it first

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,3 +100,42 @@ def test_ingest_through_a_spark_connect_server(devnet, tmp_path):
     for name in expected:  # the core tables web3 decodes
         table = lake.read(name).sort_by([(k, "ascending") for k in TABLES[name].key])
         assert project(table.to_pylist(), list(expected[name][0])) == expected[name], name
+
+
+def test_a_following_query_whose_run_died_is_stopped_by_the_next_run(devnet, tmp_path):
+    """On a server a query outlives its client: a killed `chainlake ingest --follow` leaves its
+    processing-time query running there. The scope's next run stops it (instead of failing on
+    its name for as long as it lives) and ingests every block once."""
+    lake = BronzeLake(str(tmp_path / "lake"))
+    with SparkConnectServer(port=free_port(), master="local[1,3]",
+                            log_path=tmp_path / "server.log") as server:
+        env = {**os.environ, "CHAINLAKE_SPARK_REMOTE": server.url,
+               "CHAINLAKE_CACHE_DIR": str(tmp_path / "cache")}
+        start = devnet.live_head() - 5
+        command = [str(CHAINLAKE), "ingest", "--rpc-url", devnet.url, "--lake", lake.root,
+                   "--start-block", str(start)]
+        follower = subprocess.Popen([*command, "--follow", "120"], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            lines = []
+            for line in follower.stdout:  # its first pass, then it follows
+                lines.append(line)
+                if "following the head" in line:
+                    break
+            devnet.call("anvil_mine", ["0x1"])  # a new block: the following query starts
+            mined = devnet.live_head()
+            deadline = time.monotonic() + 120
+            while (lake.stored_tip() or -1) < mined:
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.2)
+        finally:
+            os.killpg(follower.pid, signal.SIGKILL)
+            follower.wait()
+        devnet.call("anvil_mine", ["0x2"])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "left running by a run that died" in done.stdout + done.stderr
+    blocks = lake.read("blocks").column("block_number").to_pylist()
+    assert sorted(blocks) == list(range(start, devnet.live_head() + 1))  # each block once
