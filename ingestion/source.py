@@ -595,8 +595,8 @@ class EvmStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def _following_end(self, begin: int) -> int:
         """A following query's end: the safe head until ``follow_until``, then no new blocks.
-        A node that does not answer offers none this trigger: the query goes on until its time is
-        up, as a pass-by-pass follower would have stopped asking (a wrong chain still fails)."""
+        A node that does not answer offers none this trigger, and the query asks again at the
+        next one until its time is up (a node of another chain still fails it)."""
         from ingestion.rpc import RpcTransportError
 
         now, until = time.time(), self.opts.follow_until or 0.0
