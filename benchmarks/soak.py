@@ -19,8 +19,11 @@ temporary DAGSTER_HOME and lake, and while it follows the head:
 Then it checks what a deployment left alone for weeks must keep: both killed runs ended FAILURE
 (not STARTED for good); the lake reached the node's head of the soak's end within --catch-up
 seconds; the continuity suite (great_expectations) passes over every stored block (no gap, no
-duplicate, parent links, counts); at most two runs (the tip and history lanes) are in flight at
-the end; the stack's processes are all gone once it is stopped. Exit status 0 when all hold.
+duplicate, parent links, counts); no run failed but the two killed; at most two runs (the tip
+and history lanes) are in flight at the end; the warm Spark server keeps at most two PySpark
+daemons of a kind (Spark starts one per query for read planning: more would be a leak); the
+stack's processes are all gone once it is stopped. Exit status 0 when all hold. It also prints
+the peak RSS of the stack's process tree (Dagster, the server, anvil).
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dev_stack import DevStack  # noqa: E402
+from measure import tree_rss  # noqa: E402
 
 from ingestion import settings  # noqa: E402
 from ingestion.devnet import rpc_call  # noqa: E402
 from ingestion.processes import tree_pids  # noqa: E402
 from ingestion.sink import BronzeLake  # noqa: E402
+from ingestion.spark_server import pyspark_daemons  # noqa: E402
 
 PID_MESSAGE = re.compile(r"pid: (\d+)")
 
@@ -195,12 +200,21 @@ def soak(stack: DevStack, args: argparse.Namespace, problems: list[str],
         else:
             problems.append("could not find the devnet's anvil to stall it")
         # 4. Keep following the head to the end of the soak.
+        peak_rss = 0
         while time.time() < deadline:
             stack_pids |= set(tree_pids(stack.pid))
+            peak_rss = max(peak_rss, tree_rss(stack.pid))
             if stack.exited() is not None:
                 problems.append(f"the stack exited with code {stack.exited()}")
                 return
             time.sleep(2)
+        kinds: dict[str, int] = {}
+        for daemon in pyspark_daemons(stack.pid):
+            kinds[daemon.worker_module] = kinds.get(daemon.worker_module, 0) + 1
+        say(f"the stack's tree: peak RSS {peak_rss / 2**20:,.0f} MiB while following; PySpark "
+            f"daemons now: {kinds or 'none'}")
+        if leaking := {kind: n for kind, n in kinds.items() if n > 2}:
+            problems.append(f"the Spark server keeps more PySpark daemons than it uses: {leaking}")
         # 5. The lake reaches the head as it was at the end, within the catch-up time.
         target = head(stack.url)
         say(f"soak over: node at {target}, lake at {stored_tip()}; waiting for the lake")
@@ -225,6 +239,11 @@ def soak(stack: DevStack, args: argparse.Namespace, problems: list[str],
         say(f"runs: {runs} in all, {failed} failed, in flight now: {stuck or 'none'}")
         if len(stuck) > 2:
             problems.append(f"{len(stuck)} runs queued or running at the end: {stuck}")
+        killed = {run.run_id for run in killed_runs}
+        if others := [r.run_id[:8] for r in instance.get_runs(dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.FAILURE])) if r.run_id not in killed]:
+            problems.append(f"runs that failed without being killed: {others} (see the stack "
+                            f"log)")
 
 if __name__ == "__main__":
     sys.exit(main())
