@@ -107,6 +107,7 @@ import pyarrow.dataset as pads
 
 from ingestion.coverage import file_spans
 from ingestion.schemas import TABLES
+from ingestion.sink import range_dataset
 
 if TYPE_CHECKING:
     from ingestion.sink import BronzeLake
@@ -339,7 +340,8 @@ def _majority_chain_id(lake: BronzeLake, start: int, end: int) -> int | None:
     """The chain id of most blocks of the range (ties: the smallest), streaming one column."""
     dt = lake.table("blocks")
     counts: dict[int, int] = {}
-    for batch in dt.to_pyarrow_dataset().to_batches(columns=["chain_id"], filter=_where(start, end)):
+    for batch in range_dataset(dt, start, end).to_batches(columns=["chain_id"],
+                                                          filter=_where(start, end)):
         for item in pc.value_counts(batch.column(0)).to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
     if not counts:

@@ -59,7 +59,7 @@ from ingestion.checkpoint import first_missing_block
 from ingestion.ranges import parse_key, span_of
 from ingestion.schemas import SILVER_TABLES, TABLES
 from ingestion.silver import SilverLake
-from ingestion.sink import WRITER_APP_ID, BronzeLake, is_local
+from ingestion.sink import WRITER_APP_ID, BronzeLake, is_local, range_dataset
 from ingestion.staging import TableFileWriter
 
 log = logging.getLogger("chainlake.maintenance")
@@ -377,7 +377,7 @@ def compact_unit(lake: BronzeLake, name: str, unit: CompactionUnit) -> int:
             log.info("%s: [%d, %d) changed under maintenance; left for next time",
                      name, unit.start, unit.end)
             return 0
-        rows = dt.to_pyarrow_dataset().to_table(
+        rows = range_dataset(dt, unit.start, unit.end).to_table(
             filter=(pc.field("block_number") >= unit.start) & (pc.field("block_number") < unit.end))
         expected = sum(f.rows for f in inside)
         if rows.num_rows != expected:  # never commit a rewrite that would change the row count

@@ -36,6 +36,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,6 +50,9 @@ from ingestion.identity import ChainIdentity
 from ingestion.schemas import TABLES, Table
 from ingestion.staging import TableFile, TableFileWriter, delete_table_files, read_table_file
 from ingestion.transform import split_bundle
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads  # imports pandas: types only
 
 log = logging.getLogger("chainlake.sink")
 
@@ -87,6 +91,18 @@ class WriteResult:
     table: str
     rows: int
     version: int
+
+
+def range_dataset(dt: DeltaTable, start: int, end: int) -> pads.Dataset:
+    """The table's files that may hold blocks ``[start, end)``, as a dataset (filter its rows).
+
+    delta-rs prunes by the files' ``block_number`` statistics before a fragment is made: a plain
+    ``to_pyarrow_dataset()`` costs ~0.7 ms of CPU per live file, and a table following a head
+    has a file per micro-batch until maintenance compacts it (1,000 files: 0.72 s against
+    0.015-0.06 s pruned, for every link check and range read). Files without statistics stay.
+    """
+    return dt.to_pyarrow_dataset(file_pruning_predicate=[("block_number", ">=", start),
+                                                         ("block_number", "<", end)])
 
 
 class BronzeLake:
@@ -248,7 +264,7 @@ class BronzeLake:
         if dt is None:
             return schema.empty_table().select(wanted)
         self.check_schema(name, dt)
-        rows = dt.to_pyarrow_dataset().to_table(
+        rows = range_dataset(dt, start, end).to_table(
             columns=wanted,
             filter=(pc.field("block_number") >= start) & (pc.field("block_number") < end))
         return rows.cast(pa.schema([schema.field(c) for c in wanted]))
@@ -265,9 +281,9 @@ class BronzeLake:
         wanted = [n for n in numbers if n >= 0]
         if dt is None or not wanted:
             return {}
-        rows = dt.to_pyarrow_dataset().to_table(
-            columns=["block_number", "block_hash", "parent_hash"],
-            filter=pc.field("block_number").isin(wanted))
+        rows = dt.to_pyarrow_dataset(file_pruning_predicate=[("block_number", "in", wanted)]
+                                     ).to_table(columns=["block_number", "block_hash", "parent_hash"],
+                                                filter=pc.field("block_number").isin(wanted))
         return {n: (h, p) for n, h, p in zip(*(rows.column(c).to_pylist() for c in rows.column_names),
                                               strict=True)}
 

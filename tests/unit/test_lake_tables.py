@@ -15,7 +15,7 @@ from synthetic_chain import chain, rows_to_table, write
 
 from ingestion.identity import ChainIdentity
 from ingestion.schemas import TABLES
-from ingestion.sink import BronzeLake, LakeError, commits_since
+from ingestion.sink import BronzeLake, LakeError, commits_since, range_dataset
 
 IDENTITY = ChainIdentity(31337, 0, "0x" + "ab" * 32)
 
@@ -162,3 +162,19 @@ def test_commits_since_reads_one_consistent_snapshot_of_the_log(tmp_path, monkey
     version, commits = commits_since(uri, 3)
     assert raced and version == 5
     assert [(c["version"], c["value"]) for c in commits] == [(4, "4"), (5, "5")]
+
+
+def test_range_reads_open_only_the_files_that_may_hold_the_range(lake):
+    # A table following a head has a file per micro-batch: reads and link checks must not pay
+    # for every file (delta-rs makes a fragment per live file unless pruned by statistics).
+    rows = chain(40)
+    for start in range(0, 40, 4):
+        lake.replace_range("blocks", rows_to_table("blocks", rows["blocks"][start:start + 4]),
+                           start, start + 4)
+    dt = lake.table("blocks")
+    assert len(dt.file_uris()) == 10
+    assert len(range_dataset(dt, 10, 14).files) == 2  # [8, 12) and [12, 16)
+    assert len(range_dataset(dt, 100, 200).files) == 0
+    assert sorted(lake.read_range("blocks", 10, 14, ["block_number"]).column(0).to_pylist()) \
+        == [10, 11, 12, 13]
+    assert sorted(lake.stored_links([3, 4, 39, 40])) == [3, 4, 39]
