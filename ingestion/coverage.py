@@ -175,10 +175,12 @@ def rows_in_range(lake: BronzeLake, name: str, start: int, end: int,
     touching = [f for f in files if f.overlaps(start, end)]
     if all(f.known and f.rows >= 0 and start <= f.lo and f.hi < end for f in touching):
         return sum(f.rows for f in touching)
+    from ingestion.sink import range_dataset
+
     dt = lake.table(name)
     if dt is None:
         return 0
-    return dt.to_pyarrow_dataset().count_rows(
+    return range_dataset(dt, start, end).count_rows(
         filter=(pc.field("block_number") >= start) & (pc.field("block_number") < end))
 
 
