@@ -53,7 +53,6 @@ log = logging.getLogger("chainlake.ingest")
 LINK_REREADS = 2
 # How often a run looks at the lake for the micro-batches its query committed.
 PROGRESS_POLL_S = 0.5
-FOLLOW_POLL_S = 1.0  # follow_head: how often the node's head is asked before its query starts
 BATCH_KEY = "chainlake.batch"  # blocks commit info: the micro-batch it completed (JSON)
 
 
@@ -279,7 +278,7 @@ def run_ingest(
 def follow_head(spark, opts: SourceOptions, lake: BronzeLake, result: IngestResult, *,
                 seconds: float, scope: str | None = None,
                 on_batch: Callable[[BatchProgress], None] | None = None,
-                max_reorg_depth: int | None = None, poll_s: float = FOLLOW_POLL_S
+                max_reorg_depth: int | None = None, poll_s: float = settings.FOLLOW_POLL_S
                 ) -> IngestResult:
     """Keep following the head for up to ``seconds`` after ``run_ingest`` stopped at the safe head
     (``result``). Once the node's safe head passes the run's, one streaming query on the same
@@ -382,7 +381,7 @@ def _run_query(spark, opts: SourceOptions, lake: BronzeLake, checkpoint: str, *,
     blocks_version = lake.table("blocks").version()
     options = opts.as_spark_options()
     following = opts.follow_until is not None
-    trigger = ({"processingTime": f"{settings.FOLLOW_TRIGGER_S} seconds"} if following
+    trigger = ({"processingTime": f"{settings.FOLLOW_POLL_S} seconds"} if following
                else {"availableNow": True})
     query = (
         spark.readStream.format("evm")

@@ -187,12 +187,13 @@ DEFAULT_HISTORY_RUN_MAX_RUNTIME_S = 4 * 60 * 60
 # tip runs' maximum run time.
 ENV_TIP_FOLLOW_S = "CHAINLAKE_TIP_FOLLOW_S"
 DEFAULT_TIP_FOLLOW_S = 60
-# Following is one streaming query with this processing-time trigger (seconds). Its run stops it
-# between micro-batches once its time is up; a trigger still running this long after (a stalled
-# node) is stopped regardless. A query whose run died (a killed worker, on a Spark Connect
-# server the query outlives its client) fails itself this long after its time instead of
-# following for ever; the scope's next run also stops it.
-FOLLOW_TRIGGER_S = 1.0
+# While following, the node's head is asked this often (seconds): by the run until a new block
+# is safe, then by its query's processing-time trigger. The run stops that query between
+# micro-batches once its time is up; a trigger still running FOLLOW_STOP_GRACE_S after (a
+# stalled node) is stopped regardless. A query whose run died (a killed worker: on a Spark
+# Connect server the query outlives its client) fails itself FOLLOW_ORPHAN_EXPIRY_S after its
+# time instead of following for ever; the scope's next run also stops it.
+FOLLOW_POLL_S = 1.0
 FOLLOW_STOP_GRACE_S = 10.0
 FOLLOW_ORPHAN_EXPIRY_S = 60.0
 # Code references of the assets link to this repository when set (e.g.
