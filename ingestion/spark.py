@@ -13,8 +13,10 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from ingestion import settings
+from ingestion.scratch import ScratchDir, claim
 
 _lock = threading.Lock()
+_scratch: ScratchDir | None = None
 
 
 # One configuration for a local session and for the Spark Connect server (``spark_server``).
@@ -94,11 +96,14 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
             python_environment(local=False)
             return _connect(remote)
         master = master or settings.spark_master_from_env()
-        python = python_environment(local=master.startswith("local"))
+        local = master.startswith("local")
+        python = python_environment(local=local)
         builder = (SparkSession.builder.master(master).appName(app_name)
                    .config("spark.pyspark.python", python))
-        conf = {**SESSION_CONF, **(LOCAL_CONF if master.startswith("local") else {}),
-                **(extra_conf or {})}
+        scratch = _process_scratch() if local else None
+        conf = {**SESSION_CONF, **(LOCAL_CONF if local else {}), **(extra_conf or {})}
+        if scratch is not None:
+            extra_java_options = f"{scratch.java_options()} {extra_java_options}".strip()
         conf["spark.driver.extraJavaOptions"] = java_options(
             conf["spark.driver.extraJavaOptions"], extra_java_options, use_archive)
         for key, value in conf.items():
@@ -107,6 +112,16 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         spark.sparkContext.setLogLevel(os.environ.get("CHAINLAKE_SPARK_LOG_LEVEL", "ERROR"))
         register_sources(spark)
         return spark
+
+
+def _process_scratch() -> ScratchDir | None:
+    """This process's scratch directory for its local JVM (``ingestion.scratch``), claimed on
+    first use and held until the process ends: a JVM killed with the driver leaves nothing in
+    the temporary directory that the next session does not remove."""
+    global _scratch
+    if _scratch is None:
+        _scratch = claim()
+    return _scratch
 
 
 class SparkOnDemand:

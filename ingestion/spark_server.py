@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ingestion import settings
 from ingestion.processes import proc_stat, stop_group, tree_pids
+from ingestion.scratch import ScratchDir, claim
 from ingestion.spark import SESSION_CONF, java_options, python_environment, worker_interpreter
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -181,10 +182,11 @@ class SparkConnectServer:
     def url(self) -> str:
         return f"sc://127.0.0.1:{self.port}"
 
-    def command(self) -> list[str]:
-        conf = {**SERVER_CONF,
-                "spark.driver.extraJavaOptions": java_options(
-                    SESSION_CONF["spark.driver.extraJavaOptions"]),
+    def command(self, scratch: ScratchDir | None = None) -> list[str]:
+        """The ``spark-submit`` command; ``scratch`` is the JVM's scratch directory."""
+        conf = {**SERVER_CONF,                 "spark.driver.extraJavaOptions": java_options(
+                    SESSION_CONF["spark.driver.extraJavaOptions"],
+                    scratch.java_options() if scratch else ""),
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1", "spark.pyspark.python": worker_interpreter(),
                 "spark.connect.grpc.binding.address": "127.0.0.1",
@@ -202,12 +204,20 @@ class SparkConnectServer:
             raise SparkServerError(f"port {self.port} on 127.0.0.1 is already in use (a Spark "
                                    f"Connect server already running?); choose another port")
         python_environment()
-        command = self.command()
+        # The JVM inherits its scratch directory's lock: the directory stays while the JVM
+        # lives, even if this process dies first, and goes with the next claim after it.
+        scratch = claim()
+        command = self.command(scratch)
         env = {**os.environ, "SPARK_HOME": str(spark_home())}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env,
-                                        start_new_session=True)
+        try:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env,
+                                            start_new_session=True,
+                                            pass_fds=(scratch.lock_fd,) if scratch else ())
+        finally:
+            if scratch:
+                scratch.release()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

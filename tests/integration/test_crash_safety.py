@@ -8,7 +8,8 @@ the same ``cli.main`` with a hook, SIGKILLs itself at the worst moment for sure:
 transactions and logs were committed and before its blocks were. A last run completes. Then every
 bronze table must equal what web3 reads from the node: no duplicate key, no gap, every row equal;
 every rerun must have resumed where the lake stopped (its first batch is the first block the lake
-lacks, never block 0 again); and no process of any run may be left behind.
+lacks, never block 0 again); and no process of any run may be left behind, nor any scratch file
+of a killed JVM (``ingestion.scratch``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from process_tree import descendants, survivors
 from reference import project, reference_rows
 
 from ingestion.schemas import TABLES
+from ingestion.scratch import scratch_root
 from ingestion.sink import BronzeLake, replaced_range
 
 pytestmark = [pytest.mark.slow, pytest.mark.devnet]
@@ -41,6 +44,8 @@ KILLS = 3
 MAX_DELAY_S = 0.4  # after the first batch line; a 5-block batch takes ~0.3 s here
 BATCH_LINE = re.compile(r"batch (\d+): blocks \[(\d+), (\d+)\)")
 NAMES = ("blocks", "transactions", "logs")
+# What a Spark JVM puts in its java.io.tmpdir (and deletes only when it stops cleanly).
+SPARK_SCRATCH = re.compile(r"^(spark-|blockmgr-|artifacts-|liblz4-java)")
 
 # `chainlake ingest` (the same ``cli.main``) that SIGKILLs its own process group at the worst
 # moment a random kill rarely hits: in its second micro-batch, after the child tables were
@@ -73,11 +78,13 @@ class IngestRun:
     """One ``chainlake ingest`` subprocess in a new session; stdout lines collected as they come."""
 
     def __init__(self, args: list[str], stderr_path: Path,
-                 command: tuple[str, ...] = (str(CHAINLAKE),)) -> None:
+                 command: tuple[str, ...] = (str(CHAINLAKE),),
+                 env: dict[str, str] | None = None) -> None:
         self.stderr_path = stderr_path
         self._stderr = stderr_path.open("w")
         self.proc = subprocess.Popen([*command, "ingest", *args], stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, start_new_session=True)
+                                     stderr=self._stderr, text=True, start_new_session=True,
+                                     env=env)
         self.lines: list[str] = []
         self.known: dict[int, tuple[int, int]] = {}  # every process of the run seen so far
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -200,8 +207,17 @@ def assert_table_equals_node(table: pa.Table, name: str, reference: dict[str, li
         assert got == want, f"{name} row for block {want['block_number']} differs"
 
 
+def spark_scratch_in(directory: Path) -> set[str]:
+    return {name for name in os.listdir(directory) if SPARK_SCRATCH.match(name)}
+
+
 def test_kill_9_at_random_moments_then_rerun_equals_the_node(devnet, tmp_path):
     end = devnet.head + 1
+    # The runs' temporary directory is the test's own, so that what they leave there is known.
+    run_tmp = tmp_path / "tmp"
+    run_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(run_tmp)}
+    system_scratch_before = spark_scratch_in(Path(tempfile.gettempdir()))
     lake = BronzeLake(str(tmp_path / "lake"))
     args = ["--rpc-url", devnet.url, "--lake", lake.root, "--start-block", "0",
             "--end-block", str(end), "--max-blocks-per-trigger", "5",
@@ -216,7 +232,7 @@ def test_kill_9_at_random_moments_then_rerun_equals_the_node(devnet, tmp_path):
             tip_before = lake.stored_tip()
             command = ((sys.executable, "-c", KILL_INSIDE_A_BATCH) if kind == "inside-batch"
                        else (str(CHAINLAKE),))
-            run = IngestRun(args, tmp_path / f"run{attempt}.err", command)
+            run = IngestRun(args, tmp_path / f"run{attempt}.err", command, env)
             runs.append(run)
             if kind == "random":
                 run.wait_for_first_batch()
@@ -262,6 +278,14 @@ def test_kill_9_at_random_moments_then_rerun_equals_the_node(devnet, tmp_path):
                 run.kill()
     assert lake.stored_tip() == end - 1, "\n".join(story)
     assert max(b[2] for run in runs for b in run.batches) == end
+    # The killed JVMs' scratch went nowhere but their own directories, and each later run
+    # removed those of the runs before it: only the last run's (empty) directory is left.
+    assert spark_scratch_in(Path(tempfile.gettempdir())) <= system_scratch_before
+    assert spark_scratch_in(run_tmp) == set()
+    root = run_tmp / scratch_root().name
+    left = list(root.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(f"{runs[-1].proc.pid}-"), left
+    assert [p.name for p in left[0].iterdir()] == [".lock"], list(left[0].iterdir())
 
     reference = reference_rows(devnet.url, 0, end)
     for name in NAMES:
