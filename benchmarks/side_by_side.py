@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/side_by_side.py [--short 300] [--long 3000] [--rounds 2]
         [--node replay|anvil] [--tools bare,cryo,etl,chainlake,validated,warm,dagster]
-        [--install-peers]
+        [--floors] [--install-peers]
 
 The node (started and stopped by this script):
   replay  (default) benchmarks/replay_node.py: real mainnet blocks 17173049/17173050 in turn,
@@ -31,6 +31,20 @@ The tools, each a separate process tree started as a user would start it, into f
   dagster    the single run a Dagster backfill of the same range launches
              (`dagster asset materialize --partition-range`, as benchmarks/dagster_backfill.py),
              fresh DAGSTER_HOME and lake; adding the dynamic partitions first is not counted.
+With --floors, four more process trees, each run once a round (they read no blocks), measure
+what the platform costs before any block, and the report ends with the bounds they set:
+  spark-floor     the cheapest streaming query of a Python data source (one partition, one row,
+                  a foreachBatch that collects it) in a local session started as chainlake starts
+                  its own (same settings, class-data-sharing archive and worker wrapper): JVM
+                  start, Spark's four Python worker starts, one micro-batch; the process then
+                  ends as `chainlake` does, leaving the JVM to stop on its own.
+  dagster-floor   `dagster asset materialize` of an asset that does nothing (in-process
+                  executor, a DAGSTER_HOME with config/dagster.yaml): Dagster's own start, run
+                  and exit.
+  imports         python importing what a Dagster run has imported before its checks (dagster,
+                  pyarrow, pandas, deltalake, pyspark.sql)...
+  imports-gx      ...and then great_expectations: the difference is what the checks' import
+                  costs a run.
 cryo and ethereum-etl run from their own virtualenvs (--peers, default /tmp/chainlake-peers/{cryo,
 etl}; --install-peers creates them with pip); a missing one is skipped with a note.
 
@@ -95,6 +109,55 @@ BIN = Path(sys.executable).parent
 DATASETS = ",".join(CORE_TABLES)
 PEERS_DEFAULT = Path(os.environ.get("CHAINLAKE_PEERS") or "/tmp/chainlake-peers")
 TOOLS = ("bare", "cryo", "etl", "chainlake", "validated", "warm", "dagster")
+FLOORS = ("spark-floor", "dagster-floor", "imports", "imports-gx")
+
+SPARK_FLOOR = """
+import os
+import sys
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from ingestion.spark import get_spark
+
+class OneRowReader(DataSourceStreamReader):
+    def initialOffset(self):
+        return {"row": 0}
+    def latestOffset(self):
+        return {"row": 1}
+    def partitions(self, start, end):
+        return [InputPartition(0)]
+    def read(self, partition):
+        yield (1,)
+
+class OneRow(DataSource):
+    @classmethod
+    def name(cls):
+        return "one_row"
+    def schema(self):
+        return "n long"
+    def streamReader(self, schema):
+        return OneRowReader()
+
+spark = get_spark()
+spark.dataSource.register(OneRow)
+counts = []
+query = (spark.readStream.format("one_row").load().writeStream
+         .foreachBatch(lambda frame, _batch: counts.append(len(frame.collect())))
+         .option("checkpointLocation", sys.argv[1]).trigger(availableNow=True).start())
+query.awaitTermination()
+assert counts == [1], counts
+os._exit(0)  # as `chainlake` ends: the JVM stops on its own when this process is gone
+"""
+
+DAGSTER_FLOOR = """
+import dagster as dg
+
+@dg.asset
+def nothing() -> None:
+    return None
+
+defs = dg.Definitions(assets=[nothing], executor=dg.in_process_executor)
+"""
+
+RUN_IMPORTS = "import dagster, pyarrow, pandas, deltalake, pyspark.sql"
 
 CRYO_SNIPPET = """
 import sys, cryo
@@ -202,6 +265,7 @@ class Tool:
     count: Callable[[Path, str], tuple[int, int, int] | None]
     version: str = ""
     server_pid: int | None = None  # a long-lived process tree the tool uses (a warm Spark)
+    floor: bool = False  # reads no blocks: run once a round, reported apart
 
 
 @dataclass
@@ -376,6 +440,30 @@ def build_tools(setup: Setup, wanted: list[str]) -> list[Tool]:
         tools.append(Tool("dagster", "Dagster backfill (1 run)", dagster,
                           lambda d, _o: _lake_counts(d / "lake"),
                           f"dagster {md.version('dagster')}"))
+
+    def no_rows(_d: Path, _o: str) -> None:
+        return None
+
+    if "spark-floor" in wanted:
+        tools.append(Tool("spark-floor", "a one-row Python data source stream, local Spark",
+                          lambda s, e, d: ([sys.executable, "-c", SPARK_FLOOR, str(d / "cp")],
+                                           base_env, REPO), no_rows, floor=True))
+    if "dagster-floor" in wanted:
+        def dagster_floor(s: int, e: int, d: Path) -> tuple[list[str], dict[str, str], Path]:
+            home = d / "dagster_home"
+            home.mkdir()
+            shutil.copyfile(REPO / "config" / "dagster.yaml", home / "dagster.yaml")
+            (d / "floor_defs.py").write_text(DAGSTER_FLOOR)
+            return ([str(BIN / "dagster"), "asset", "materialize", "-f", str(d / "floor_defs.py"),
+                     "--select", "nothing"], {**base_env, "DAGSTER_HOME": str(home)}, d)
+
+        tools.append(Tool("dagster-floor", "`dagster asset materialize` of an empty asset",
+                          dagster_floor, no_rows, floor=True))
+    for name, code in (("imports", RUN_IMPORTS),
+                       ("imports-gx", f"{RUN_IMPORTS}; import great_expectations")):
+        if name in wanted:
+            tools.append(Tool(name, f"python -c {code!r}", lambda s, e, d, c=code: (
+                [sys.executable, "-c", c], base_env, d), no_rows, floor=True))
     return tools
 
 
@@ -391,8 +479,8 @@ def run_tool(tool: Tool, node: Node, start: int, end: int, timeout: float) -> Ru
             m.cpu_s += tree_cpu(tool.server_pid) - server_before
             m.peak_rss += tree_rss(tool.server_pid)
         counts = tool.count(out, m.output)
-    ok = m.returncode == 0 and not m.timed_out and counts is not None \
-        and counts[0] == end - start
+    ok = m.returncode == 0 and not m.timed_out and (
+        tool.floor or (counts is not None and counts[0] == end - start))
     note = "" if ok else ("timed out" if m.timed_out else f"exit {m.returncode}, rows {counts}")
     if not ok:
         tail = "\n    ".join(m.output.strip().splitlines()[-15:])
@@ -463,6 +551,53 @@ def table(runs: list[Run], tools: list[Tool], short: int, long: int) -> list[str
     return lines
 
 
+def floors(runs: list[Run], floor_tools: list[Tool], long: int) -> list[str]:
+    """The floor tools' figures, and the bounds they set on the long range on this machine."""
+    def median(name: str, attr: str) -> float:
+        return _median([getattr(r, attr) for r in runs if r.tool == name and r.ok
+                        and (r.blocks == long or name in FLOORS)])
+
+    lines = ["| floor (no blocks) | wall s | CPU-s | peak RSS |", "|---|---:|---:|---:|"]
+    for tool in floor_tools:
+        ok = [r for r in runs if r.tool == tool.name and r.ok]
+        lines.append(f"| {tool.label} | {median(tool.name, 'wall_s'):.2f} | "
+                     f"{median(tool.name, 'cpu_s'):.2f} | "
+                     f"{max((r.peak_rss for r in ok), default=0) / 2**20:,.0f} MiB |")
+    cores = os.cpu_count() or 1
+    bare_wall, bare_cpu, bare_node = (median("bare", a) for a in ("wall_s", "cpu_s", "node_cpu_s"))
+    cl_wall, cl_cpu, cl_node = (median("chainlake", a) for a in ("wall_s", "cpu_s", "node_cpu_s"))
+    spark_wall, spark_cpu = median("spark-floor", "wall_s"), median("spark-floor", "cpu_s")
+    lines.append("")
+    if not math.isnan(cl_wall):
+        lines.append(f"- `chainlake ingest` of {long:,} blocks: {cl_cpu:.1f} CPU-s of its tree + "
+                     f"{cl_node:.1f} of the node in {cl_wall:.2f} s: {(cl_cpu + cl_node) / cl_wall:.2f}"
+                     f" of {cores} cores busy on average.")
+    if not any(math.isnan(v) for v in (bare_wall, spark_wall)):
+        # A local-Spark ingest does at least the floor's work, the bare reader's parsing and
+        # makes the node do the same work; it cannot end before the floor's query does.
+        bound = max(spark_wall, (spark_cpu + bare_cpu + bare_node) / cores)
+        lines.append(
+            f"- Any ingest through a local Spark query takes at least max(the Spark floor's "
+            f"{spark_wall:.2f} s, (its {spark_cpu:.1f} + the bare reader's {bare_cpu:.1f} + the "
+            f"node's {bare_node:.1f} CPU-s) / {cores} cores) = {bound:.2f} s for {long:,} blocks: "
+            f"at best {bare_wall / bound:.2f}× the bare reader's {bare_wall:.2f} s"
+            + (f" (`chainlake ingest`: {bare_wall / cl_wall:.2f}×)." if not math.isnan(cl_wall)
+               else "."))
+    dagster_cpu = median("dagster-floor", "cpu_s")
+    gx_cpu = median("imports-gx", "cpu_s") - median("imports", "cpu_s")
+    if not any(math.isnan(v) for v in (cl_wall, dagster_cpu, gx_cpu)):
+        bound = max(cl_wall, (cl_cpu + cl_node + dagster_cpu + gx_cpu) / cores)
+        dag_wall = median("dagster", "wall_s")
+        lines.append(
+            f"- A Dagster run of the same range does the CLI's work plus Dagster's own start and "
+            f"run ({dagster_cpu:.1f} CPU-s) and the great_expectations import of its checks "
+            f"({gx_cpu:.1f} CPU-s), before the suite itself: at least max({cl_wall:.2f} s, "
+            f"({cl_cpu:.1f} + {cl_node:.1f} + {dagster_cpu:.1f} + {gx_cpu:.1f}) / {cores}) = "
+            f"{bound:.2f} s: at best {cl_wall / bound:.2f}× the CLI"
+            + (f" (measured: {cl_wall / dag_wall:.2f}×)." if not math.isnan(dag_wall) else "."))
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -492,12 +627,15 @@ def main() -> None:
                         help="Dagster partition size (default: gcd of --short and --long)")
     parser.add_argument("--peers", type=Path, default=PEERS_DEFAULT,
                         help="where the cryo/ and etl/ virtualenvs are (CHAINLAKE_PEERS)")
+    parser.add_argument("--floors", action="store_true",
+                        help=f"also measure {', '.join(FLOORS)} and print the bounds they set")
     parser.add_argument("--install-peers", action="store_true",
                         help="create the cryo and ethereum-etl virtualenvs with pip first")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     args = parser.parse_args()
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
-    if unknown := set(wanted) - set(TOOLS):
+    wanted += list(FLOORS) if args.floors else []
+    if unknown := set(wanted) - set(TOOLS) - set(FLOORS):
         parser.error(f"unknown tools {sorted(unknown)}")
     if not 0 < args.short < args.long:
         parser.error("need 0 < --short < --long")
@@ -524,6 +662,7 @@ def main() -> None:
             order = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
             for tool in order:
                 sizes = (args.short, args.long) if rnd % 2 == 0 else (args.long, args.short)
+                sizes = sizes[:1] if tool.floor else sizes
                 for n in sizes:
                     run = run_tool(tool, node, start, start + n, args.timeout)
                     runs.append(run)
@@ -535,7 +674,7 @@ def main() -> None:
         reference = {r.blocks: r.counts for r in runs if r.tool == "bare" and r.ok}
         mismatched = sorted({f"{r.tool} ({r.blocks:,} blocks: {r.counts} vs {reference[r.blocks]})"
                              for r in runs if r.ok and r.blocks in reference
-                             and r.counts != reference[r.blocks]})
+                             and r.tool not in FLOORS and r.counts != reference[r.blocks]})
     finally:
         setup.stop()
         node.stop()
@@ -547,8 +686,12 @@ def main() -> None:
           f"Dagster partitions of {partition_size:,} blocks; whole-tree CPU by "
           f"{'; '.join(sorted({r.method for r in runs}))}")
     print()
-    for line in table(runs, tools, args.short, args.long):
+    for line in table(runs, [t for t in tools if not t.floor], args.short, args.long):
         print(line)
+    if any(t.floor for t in tools):
+        print()
+        for line in floors(runs, [t for t in tools if t.floor], args.long):
+            print(line)
     for name, why in setup.skipped.items():
         print(f"\nskipped {name}: {why}")
     if mismatched:
