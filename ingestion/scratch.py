@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = ".lock"
-# A directory without its lock file is one being claimed right now (mkdtemp, then the lock):
-# only one older than this was abandoned half-made.
+# A directory without its lock file is one being claimed right now (mkdtemp, then the locked
+# file renamed into place): only one older than this was abandoned half-made.
 UNLOCKED_GRACE_S = 60.0
 
 
@@ -62,10 +62,14 @@ def claim(root: Path | None = None) -> ScratchDir | None:
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
-        fd = os.open(path / LOCK_NAME, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        partial = path / f"{LOCK_NAME}-claiming"
+        fd = os.open(partial, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except OSError:
         return None
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+    # The lock file appears under its name already locked: a concurrent sweep never finds it
+    # free (a directory without it is young, and kept).
+    os.rename(partial, path / LOCK_NAME)
     return ScratchDir(path, fd)
 
 
