@@ -19,15 +19,14 @@ has started. Anything going wrong in the head start only means the tasks fetch m
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from ingestion import settings
 from ingestion.rpc.spool import ReplySpool
+from ingestion.scratch import process_scratch
 from ingestion.source import (
     BlockRange,
     SourceOptions,
@@ -118,28 +117,11 @@ def start_head_start(opts: SourceOptions, chain_id: int,
     max_bytes = settings.head_start_max_bytes() if max_bytes is None else max_bytes
     if max_bytes <= 0 or opts.end_block is None or opts.end_block <= opts.start_block:
         return None
-    _remove_stale_spools()
     first_end = min(opts.end_block, opts.start_block + opts.max_blocks_per_trigger)
     parts = split_range(opts.start_block, first_end, opts.blocks_per_partition, chain_id)
-    directory = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
+    # In the process's scratch directory: a run that dies leaves it to the next claim to remove.
+    scratch = process_scratch()
+    directory = tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=scratch.path if scratch else None)
     head_start = HeadStart(opts, parts, max_bytes, ReplySpool(directory))
     head_start.start()
     return head_start
-
-
-def _remove_stale_spools() -> None:
-    """Remove spools left by runs that died (killed drivers): their pid is not running."""
-    for path in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*"):
-        pid = path.name[len(SPOOL_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

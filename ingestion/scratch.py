@@ -10,7 +10,8 @@ So each local session and each ``chainlake spark-server`` gets a directory of it
 ``<tmp>/chainlake-spark-<uid>/`` (the JVM's ``java.io.tmpdir``, where Spark's own directories go
 by default), with a ``.lock`` file locked (``flock``) for as long as a process that owns it
 lives: the driver of a local session; the server's JVM itself, which inherits the lock. Every new
-claim first removes the directories whose lock nobody holds any more.
+claim first removes the directories whose lock nobody holds any more. A run's other scratch
+(the head start's spool of replies) goes in the same directory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,9 @@ LOCK_NAME = ".lock"
 # A directory without its lock file is one being claimed right now (mkdtemp, then the locked
 # file renamed into place): only one older than this was abandoned half-made.
 UNLOCKED_GRACE_S = 60.0
+
+_process_lock = threading.Lock()
+_process_scratch: ScratchDir | None = None
 
 
 def scratch_root() -> Path:
@@ -104,3 +109,15 @@ def _abandoned(path: Path) -> bool:
     finally:
         os.close(fd)  # drops the lock we may have taken: the directory goes next anyway
     return True
+
+
+def process_scratch() -> ScratchDir | None:
+    """This process's scratch directory, claimed on first use and held until the process ends:
+    its local JVM's ``java.io.tmpdir`` and the head start's reply spool, both removed by a later
+    claim if the process dies without cleaning up. (The JVM starts in a thread while the head
+    start begins: one claim between them.)"""
+    global _process_scratch
+    with _process_lock:
+        if _process_scratch is None:
+            _process_scratch = claim()
+        return _process_scratch

@@ -13,10 +13,9 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from ingestion import settings
-from ingestion.scratch import ScratchDir, claim
+from ingestion.scratch import process_scratch
 
 _lock = threading.Lock()
-_scratch: ScratchDir | None = None
 
 
 # One configuration for a local session and for the Spark Connect server (``spark_server``).
@@ -100,7 +99,7 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         python = python_environment(local=local)
         builder = (SparkSession.builder.master(master).appName(app_name)
                    .config("spark.pyspark.python", python))
-        scratch = _process_scratch() if local else None
+        scratch = process_scratch() if local else None  # the JVM's java.io.tmpdir
         conf = {**SESSION_CONF, **(LOCAL_CONF if local else {}), **(extra_conf or {})}
         if scratch is not None:
             extra_java_options = f"{scratch.java_options()} {extra_java_options}".strip()
@@ -112,16 +111,6 @@ def get_spark(master: str | None = None, app_name: str = "chainlake",
         spark.sparkContext.setLogLevel(os.environ.get("CHAINLAKE_SPARK_LOG_LEVEL", "ERROR"))
         register_sources(spark)
         return spark
-
-
-def _process_scratch() -> ScratchDir | None:
-    """This process's scratch directory for its local JVM (``ingestion.scratch``), claimed on
-    first use and held until the process ends: a JVM killed with the driver leaves nothing in
-    the temporary directory that the next session does not remove."""
-    global _scratch
-    if _scratch is None:
-        _scratch = claim()
-    return _scratch
 
 
 class SparkOnDemand:

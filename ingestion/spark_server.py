@@ -184,7 +184,8 @@ class SparkConnectServer:
 
     def command(self, scratch: ScratchDir | None = None) -> list[str]:
         """The ``spark-submit`` command; ``scratch`` is the JVM's scratch directory."""
-        conf = {**SERVER_CONF,                 "spark.driver.extraJavaOptions": java_options(
+        conf = {**SERVER_CONF,
+                "spark.driver.extraJavaOptions": java_options(
                     SESSION_CONF["spark.driver.extraJavaOptions"],
                     scratch.java_options() if scratch else ""),
                 "spark.driver.host": "127.0.0.1",

@@ -24,6 +24,7 @@ import pytest
 from ingestion import head_start, settings
 from ingestion.head_start import SPOOL_PREFIX, start_head_start
 from ingestion.rpc.spool import ReplySpool
+from ingestion.scratch import process_scratch
 from ingestion.source import (
     BlockRange,
     SourceOptions,
@@ -183,15 +184,38 @@ def test_the_byte_budget_bounds_the_spool(node):
         started.stop()
 
 
+# A run's spool, in its process's scratch directory; the process then lives ``argv[1]`` seconds.
+SPOOL_OF_A_RUN = f"""
+import sys, tempfile, time
+from ingestion.scratch import process_scratch
+print(tempfile.mkdtemp(prefix={SPOOL_PREFIX!r}, dir=process_scratch().path), flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
 def test_spools_of_dead_runs_are_removed_and_live_ones_kept(node, tmp_path, monkeypatch):
+    """A spool lives in its run's scratch directory (``ingestion.scratch``): the next head start
+    removes a dead run's, never a live one's."""
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    stale = tmp_path / f"{SPOOL_PREFIX}{dead}-abc"
-    live = tmp_path / f"{SPOOL_PREFIX}{os.getppid()}-def"
-    for d in (stale, live):
-        d.mkdir()
-        (d / "reply").write_bytes(b"{}")
-    started = start_head_start(options(node.url), chain_id=1, max_bytes=1)
-    started.stop()
-    assert not stale.exists() and live.exists()
+    monkeypatch.setattr("ingestion.scratch._process_scratch", None)  # this test's, in tmp_path
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+
+    def spool_of_a_run(lives_s: float) -> tuple[subprocess.Popen, Path]:
+        proc = subprocess.Popen([sys.executable, "-c", SPOOL_OF_A_RUN, str(lives_s)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        spool = Path(proc.stdout.readline().strip())
+        (spool / "reply").write_bytes(b"{}")
+        return proc, spool
+
+    (dead, stale), (alive, live) = spool_of_a_run(0), spool_of_a_run(120)
+    try:
+        assert dead.wait(timeout=30) == 0
+        started = start_head_start(options(node.url), chain_id=1, max_bytes=1)
+        assert started.spool.directory.parent == process_scratch().path
+        started.stop()
+        assert not stale.exists() and live.exists()
+    finally:
+        alive.kill()
+        alive.wait(timeout=10)
+        if process_scratch() is not None:
+            process_scratch().release()
