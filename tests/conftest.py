@@ -23,14 +23,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CHAINLAKE_TIP_FOLLOW_S", "0")
 
 
-def fixtures_dir() -> Path:
-    """Real mainnet replies with ethereum-etl's rows (shared/ beside the repo, or overridden)."""
-    explicit = os.environ.get("CHAINLAKE_FIXTURES")
-    if explicit:
-        return Path(explicit)
-    return REPO_ROOT.parent / "shared" / "fixtures" / "ethereum-etl-mainnet"
-
-
 @dataclass(frozen=True)
 class DevnetChain:
     url: str

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from eth_utils import keccak
+from mainnet_fixtures import FIXTURES
 
 from ingestion.datasets import contracts as contracts_module
 from ingestion.datasets.contracts import (
@@ -27,10 +27,6 @@ from ingestion.datasets.contracts import (
 )
 from ingestion.transform import TransformError
 
-FIXTURES = Path(
-    os.environ.get("CHAINLAKE_FIXTURES")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ethereum-etl-mainnet"
-)
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
 
 # The bronze traces columns (ingestion/datasets/traces.py declares them; not imported here).

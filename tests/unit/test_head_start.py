@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from mainnet_fixtures import FIXTURES
 
 from ingestion import head_start, settings
 from ingestion.head_start import SPOOL_PREFIX, start_head_start
@@ -34,8 +35,6 @@ from ingestion.source import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("CHAINLAKE_FIXTURES")
-                or REPO.parent / "shared" / "fixtures" / "ethereum-etl-mainnet")
 BLOCKS = 40
 
 pytestmark = pytest.mark.skipif(not (FIXTURES / "test_stream").is_dir(),

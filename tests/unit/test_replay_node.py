@@ -16,13 +16,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from mainnet_fixtures import FIXTURES
 
 from ingestion.rpc import MissingBlockError, RpcClient
 from ingestion.transform import table_batches
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("CHAINLAKE_FIXTURES")
-                or REPO.parent / "shared" / "fixtures" / "ethereum-etl-mainnet")
 BLOCKS = 12
 
 pytestmark = pytest.mark.skipif(not (FIXTURES / "test_stream").is_dir(),

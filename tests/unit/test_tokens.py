@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -22,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from eth_utils import keccak
+from mainnet_fixtures import FIXTURES
 
 from ingestion.datasets import tokens as tokens_module
 from ingestion.datasets.contracts import contracts_from_traces
@@ -35,10 +35,6 @@ from ingestion.datasets.tokens import (
 )
 from ingestion.rpc import RpcClient, RpcMethodNotFoundError, RpcResponseError, RpcTransportError
 
-FIXTURES = Path(
-    os.environ.get("CHAINLAKE_FIXTURES")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ethereum-etl-mainnet"
-)
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
 
 SYMBOL, NAME, DECIMALS, TOTAL_SUPPLY = "0x95d89b41", "0x06fdde03", "0x313ce567", "0x18160ddd"

@@ -13,7 +13,6 @@ import copy
 import csv
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import httpx
 import orjson
 import pyarrow as pa
 import pytest
+from mainnet_fixtures import FIXTURES
 
 from ingestion.datasets.traces import (
     TRACES,
@@ -34,10 +34,6 @@ from ingestion.errors import RefusedError
 from ingestion.rpc import RpcClient, RpcResponseError, RpcTransportError
 from ingestion.transform import TransformError
 
-FIXTURES = Path(
-    os.environ.get("CHAINLAKE_FIXTURES")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ethereum-etl-mainnet"
-)
 MAINNET = 1
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
 

@@ -11,7 +11,6 @@ import copy
 import csv
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from mainnet_fixtures import FIXTURES
 
 from ingestion import schemas
 from ingestion.transform import (
@@ -31,10 +31,6 @@ from ingestion.transform import (
     table_batches,
 )
 
-FIXTURES = Path(
-    os.environ.get("CHAINLAKE_FIXTURES")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ethereum-etl-mainnet"
-)
 MAINNET = 1
 
 # ---------------------------------------------------------------------------------------------
